@@ -1,0 +1,2 @@
+// Intentionally empty: SwiftPM wants one C source per C target. Everything is inline in ckvm.h.
+#include "ckvm.h"

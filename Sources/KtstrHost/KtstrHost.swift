@@ -1,0 +1,2 @@
+// KtstrHost: provisioning (kernels, schedulers, agent, qemu) and scheduler runs.
+@_exported import KtstrVMM

@@ -1,0 +1,67 @@
+import Foundation
+
+/// Which VMM to use. `.auto`: KVMMachine when the host can boot Linux under KVM (vmx/svm
+/// present and /dev/kvm usable), else qemu with TCG. `KTSTR_BACKEND=kvm|qemu|qemu-tcg`
+/// overrides `.auto`.
+public enum BackendChoice: String, Codable, Sendable {
+    case auto, kvm, qemu, qemuTCG = "qemu-tcg"
+}
+
+/// The VM a run boots.
+public struct VMConfig: Codable, Sendable, Hashable {
+    public var topology: Topology
+    public var memoryMiB: Int
+    /// Explicit kernel (bzImage or vmlinux). nil: `KTSTR_KERNEL`, else the cached default.
+    public var kernel: String?
+    public var backend: BackendChoice
+    /// Hard limit for the whole VM (boot + run + teardown), seconds.
+    public var timeoutSeconds: Double
+
+    public init(cpus: Int = 2, memoryMiB: Int = 512, topology: Topology? = nil, kernel: String? = nil,
+                backend: BackendChoice = .auto, timeoutSeconds: Double = 120) {
+        self.topology = topology ?? .flat(cpus)
+        self.memoryMiB = memoryMiB; self.kernel = kernel; self.backend = backend; self.timeoutSeconds = timeoutSeconds
+    }
+
+    public var cpus: Int { topology.vcpuCount }
+}
+
+/// The scheduler to load in the guest.
+public enum SchedulerSpec: Codable, Sendable, Hashable {
+    /// No sched_ext scheduler (the kernel's default class).
+    case none
+    /// scx_simple from the kernel's tools/sched_ext.
+    case simple(args: [String] = [])
+    /// ktstr's fault-injection scheduler (`--error-after N`, `--stall-pid-every N`,
+    /// `--exit-after N --code C`, `--bogus-dsq`, `--timeout-ms MS`).
+    case fault(args: [String] = [])
+    /// Any scheduler binary on the host; its shared libraries travel with it.
+    case binary(path: String, args: [String] = [])
+
+    public static var simple: SchedulerSpec { .simple() }
+    public static func fault(_ args: String...) -> SchedulerSpec { .fault(args: args) }
+}
+
+/// What runs under the scheduler. Small and deterministic.
+public struct WorkloadSpec: Codable, Sendable, Hashable {
+    public enum Kind: String, Codable, Sendable { case spinners, sleepers, pingPong = "ping_pong", forkStorm = "fork_storm", idle }
+    public var kind: Kind
+    /// Workers (threads/processes; pairs for ping-pong).
+    public var count: Int
+    /// Sleepers: sleep period in microseconds.
+    public var periodMicros: Int?
+    /// Place the workers in this cgroup (created under /sys/fs/cgroup).
+    public var cgroup: String?
+
+    public init(kind: Kind, count: Int, periodMicros: Int? = nil, cgroup: String? = nil) {
+        self.kind = kind; self.count = count; self.periodMicros = periodMicros; self.cgroup = cgroup
+    }
+
+    public static func spinners(_ n: Int, cgroup: String? = nil) -> WorkloadSpec { .init(kind: .spinners, count: n, cgroup: cgroup) }
+    public static func sleepers(_ n: Int, periodMicros: Int = 1000, cgroup: String? = nil) -> WorkloadSpec {
+        .init(kind: .sleepers, count: n, periodMicros: periodMicros, cgroup: cgroup)
+    }
+    public static func pingPong(pairs: Int = 1) -> WorkloadSpec { .init(kind: .pingPong, count: pairs) }
+    public static func forkStorm(_ n: Int) -> WorkloadSpec { .init(kind: .forkStorm, count: n) }
+    public static let idle = WorkloadSpec(kind: .idle, count: 0)
+}
