@@ -46,6 +46,10 @@ public struct ExitKind: Hashable, Codable, Sendable, CustomStringConvertible, Ex
         "runtime error": .error,
         "scx_bpf_error": .errorBPF,
         "runnable task stall": .errorStall,
+        "parent exiting": "parent",
+        "killed by parent scheduler": "parent_kill",
+        "reenqueue limit": "error_reenq",
+        "rescue bandwidth overload": "error_rescue",
     ]
 
     /// Snake-case name from a BTF enumerator (`SCX_EXIT_ERROR_BPF` → `error_bpf`).
