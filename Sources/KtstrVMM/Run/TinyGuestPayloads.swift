@@ -1,0 +1,61 @@
+/// Hand-assembled x86 programs for tiny guests. Each instruction is built from its opcode
+/// bytes with a comment; they run from `TinyGuestMachine.loadAddress` with no firmware.
+public enum TinyGuestMode: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// 16-bit real mode, flat segments (CS = 0).
+    case real
+    /// 64-bit long mode, identity-mapped first GiB.
+    case long
+    public var description: String { rawValue }
+}
+
+public enum TinyGuestPayloads {
+    /// An address with no RAM and no device behind it (inside the 1 GiB identity map).
+    public static let unmappedAddress: UInt32 = 0x2000_0000
+
+    /// `mov dx, port` (16-bit immediate; needs the operand-size prefix in 64-bit mode).
+    static func movDX(_ port: UInt16, _ mode: TinyGuestMode) -> [UInt8] {
+        (mode == .long ? [0x66] : []) + [0xba, UInt8(port & 0xff), UInt8(port >> 8)]
+    }
+
+    /// Writes `text` to the UART at `port` one byte at a time, then HLT.
+    public static func print(_ text: String, port: UInt16 = Serial16550.com1Base, mode: TinyGuestMode) -> [UInt8] {
+        var code = movDX(port, mode)                     // mov dx, port
+        for b in text.utf8 {
+            code += [0xb0, b]                            // mov al, b
+            code += [0xee]                               // out dx, al
+        }
+        code += [0xf4]                                   // hlt
+        return code
+    }
+
+    /// Pulses the reset line through the i8042, then spins: only the reset can end the run.
+    public static func i8042Reset(mode: TinyGuestMode) -> [UInt8] {
+        [0xb0, I8042.resetCommand,                       // mov al, 0xfe
+         0xe6, UInt8(I8042.commandPort),                 // out 0x64, al
+         0xeb, 0xfe]                                     // jmp $ (never reached if the reset works)
+    }
+
+    /// Raises #UD with an empty IDT (limit 0): #UD → #GP → #DF → triple fault. 64-bit mode.
+    public static let tripleFault: [UInt8] = [
+        0x0f, 0x0b,                                      // ud2
+        0xeb, 0xfe,                                      // jmp $
+    ]
+
+    /// Stores to `unmappedAddress` (an MMIO exit with nothing there). 64-bit mode.
+    public static let unmappedMMIOWrite: [UInt8] = {
+        let a = unmappedAddress
+        return [0xb8, 0xef, 0xbe, 0xad, 0xde]            // mov eax, 0xdeadbeef
+            + [0x89, 0x04, 0x25,                         // mov [disp32], eax  (ModRM 04: SIB follows;
+               UInt8(a & 0xff), UInt8(a >> 8 & 0xff),    //  SIB 25: no base, no index, disp32)
+               UInt8(a >> 16 & 0xff), UInt8(a >> 24)]
+            + [0xeb, 0xfe]                               // jmp $
+    }()
+
+    /// Increments the 64-bit counter at [rdi] forever. 64-bit mode; rdi set per vCPU.
+    /// `counterLoopRange` is where a frozen vCPU's rip must be.
+    public static let counterLoop: [UInt8] = [
+        0x48, 0xff, 0x07,                                // loop: inc qword [rdi]
+        0xeb, 0xfb,                                      //       jmp loop (rel8 -5)
+    ]
+    public static let counterLoopRange: Range<UInt64> = 0..<5
+}
