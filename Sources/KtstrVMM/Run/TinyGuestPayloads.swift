@@ -58,4 +58,19 @@ public enum TinyGuestPayloads {
         0xeb, 0xfb,                                      //       jmp loop (rel8 -5)
     ]
     public static let counterLoopRange: Range<UInt64> = 0..<5
+
+    /// vCPU 0 (rdi == `TinyGuestMachine.dataAddress`) runs the counter loop; the others HLT
+    /// (and, should they ever resume, HLT again). 64-bit mode.
+    public static let bspCountsAPsHalt: [UInt8] = {
+        let a = UInt32(TinyGuestMachine.dataAddress)
+        return [0x48, 0x81, 0xff,                        //  0: cmp rdi, imm32 (REX.W 81 /7, ModRM 11-111-111)
+                UInt8(a & 0xff), UInt8(a >> 8 & 0xff), UInt8(a >> 16 & 0xff), UInt8(a >> 24)]
+            + [0x75, 0x05]                               //  7: jne 14 (the hlt)
+            + [0x48, 0xff, 0x07]                         //  9: inc qword [rdi]
+            + [0xeb, 0xfb]                               // 12: jmp 9
+            + [0xf4]                                     // 14: hlt
+            + [0xeb, 0xfd]                               // 15: jmp 14
+    }()
+    /// Offset of the instruction after the HLT in `bspCountsAPsHalt` (a halted AP's rip).
+    public static let bspCountsAPsHaltResume: UInt64 = 15
 }
