@@ -22,9 +22,11 @@ public final class TinyGuestMachine: Machine, @unchecked Sendable {
     /// Everything COM1 received so far.
     public var console: String { consoleBytes.text }
 
+    /// `irqchip`: create the in-kernel PIC/IOAPIC/LAPIC and PIT (as a Linux guest gets) and
+    /// wire COM1's interrupt to GSI 4. HLT then stays in the kernel; APs wait for INIT/SIPI.
     public init(payload: [UInt8], mode: TinyGuestMode, vcpus: Int = 1,
                 exitPolicy: ExitPolicy = ExitPolicy(unmappedPorts: .ignore, unmappedMMIO: .fatal),
-                kvm: KVMSystem? = nil, log: Log = .default) throws {
+                irqchip: Bool = false, kvm: KVMSystem? = nil, log: Log = .default) throws {
         let system = try kvm ?? KVMSystem()
         try system.requireBasics()
         let memory = try GuestMemory.anonymous(layout: [(gpa: 0, size: Self.memoryBytes)])
@@ -35,15 +37,23 @@ public final class TinyGuestMachine: Machine, @unchecked Sendable {
         if mode == .long { try X86InitialState.writeLongModeTables(into: memory) }
 
         let vm = try system.createVM(memory: memory)
+        var irq: IRQLine?
+        if irqchip {
+            try vm.setTSSAddress(0xfffb_d000)
+            try vm.setIdentityMapAddress(0xfffb_c000)
+            try vm.createIRQChip()
+            try vm.createPIT2()
+            irq = IRQLine.kvm(vm, gsi: Serial16550.com1IRQ, log: log)
+        }
         var bus = DeviceBus()
-        try bus.add(SerialPortDevice(sink: consoleBytes.sink),
+        try bus.add(SerialPortDevice(sink: consoleBytes.sink, irq: irq),
                     ports: Serial16550.com1Base, count: Serial16550.portCount)
         try bus.add(I8042Device(), ports: I8042.dataPort, count: I8042.commandPort - I8042.dataPort + 1)
 
         self.mode = mode
         self.guestMemory = memory
         self.runner = try VCPURunner(vm: vm, memory: memory, vcpuCount: vcpus, bus: bus,
-                                     halt: .tinyGuest, exitPolicy: exitPolicy, log: log) { vcpu in
+                                     halt: irqchip ? .irqchip : .tinyGuest, exitPolicy: exitPolicy, log: log) { vcpu in
             let rdi = Self.dataAddress + 64 * UInt64(vcpu.id)
             switch mode {
             case .real: try X86InitialState.realMode(vcpu, rip: Self.loadAddress) { $0.rdi = rdi }
