@@ -28,7 +28,12 @@ import Testing
     static func guestTables() throws -> (KernelAddressSpace, [String: UInt64], [(UInt64, String)]) {
         let mem = try GuestMemory.anonymous(layout: [(0, 48 << 20)])
         let space = KernelAddressSpace(memory: mem, physBase: 0, pageOffsetBase: nil, walker: nil)
-        let k: UInt64 = 0xFFFF_FFFF_8200_0000
+        let (sym, syms) = try writeTables(mem, at: 0xFFFF_FFFF_8200_0000)
+        return (space, sym, syms)
+    }
+
+    /// Symbols fnN at 0xffffffff81000000 + N*0x100 (N < 300), then sched_x/alias, then LLL...
+    static func writeTables(_ mem: GuestMemory, at k: UInt64) throws -> ([String: UInt64], [(UInt64, String)]) {
         func gpa(_ kva: UInt64) -> UInt64 { kva - KernelAddressSpace.startKernelMap }
         let sym: [String: UInt64] = [
             "kallsyms_num_syms": k, "kallsyms_token_index": k + 0x100, "kallsyms_token_table": k + 0x400,
@@ -67,7 +72,7 @@ import Testing
         try mem.write(names, at: gpa(sym["kallsyms_names"]!))
         try mem.write(markers, at: gpa(sym["kallsyms_markers"]!))
         try mem.write(offsets, at: gpa(sym["kallsyms_offsets"]!))
-        return (space, sym, syms.map { ($0.0, String(decoding: $0.1, as: UTF8.self)) })
+        return (sym, syms.map { ($0.0, String(decoding: $0.1, as: UTF8.self)) })
     }
 
     @Test func guestKallsymsDecodesTheKernelsCompressedTable() throws {
