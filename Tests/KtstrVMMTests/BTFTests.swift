@@ -155,5 +155,12 @@ struct BTFBuilder {
         #expect(try btf.field("comm", in: "task_struct").size == 16)
         #expect(try btf.offset(of: "value", in: "bpf_array") > 0)
         #expect(try btf.offset(of: "idr_rt.xa_head", in: "idr") >= 0)
+        // Everything the monitor reads resolves on the real kernel.
+        let layout = try ScxLayout(btf: btf)
+        #expect(layout.perCPU != nil, "\(layout.perCPUProblem ?? "")")
+        #expect(layout.maps != nil, "\(layout.mapsProblem ?? "")")
+        #expect(layout.maps?.slotCount == 64)
+        #expect(layout.schedOpsName != nil && layout.eiExitCPU != nil)
+        #expect(layout.maps?.typeNames[2] == "BPF_MAP_TYPE_ARRAY")
     }
 }
