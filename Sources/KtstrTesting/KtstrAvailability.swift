@@ -1,0 +1,23 @@
+import Foundation
+
+/// Whether this host can run a ktstr VM test, and if not, why and how to fix it.
+/// Used by `.ktstr(...)` to skip (not fail, not pass) tests that cannot run here.
+public enum KtstrAvailability {
+    /// nil when a VM of this shape can run here; else one line with the cause and the fix.
+    public static func unavailableReason(for config: VMConfig) -> String? {
+        let kernel: KernelArtifacts
+        do { kernel = try Provisioning.kernel(explicit: config.kernel) } catch { return "\(error)" }
+        if let vmlinux = kernel.vmlinux, !HostCapabilities.kernelHasSchedExt(vmlinux: vmlinux) {
+            return "kernel \(kernel.image) has no sched_ext (CONFIG_SCHED_CLASS_EXT) — use a kernel built with it"
+        }
+        do { _ = try Provisioning.agentBinary() } catch { return "\(error)" }
+        switch config.backend {
+        case .kvm:
+            if let why = HostCapabilities.kvmCannotBootLinux() { return "backend kvm requested but \(why)" }
+        case .qemu, .qemuTCG, .auto:
+            if config.backend == .auto, HostCapabilities.kvmCannotBootLinux() == nil { return nil }
+            do { _ = try Provisioning.qemuBinary() } catch { return "\(error)" }
+        }
+        return nil
+    }
+}
