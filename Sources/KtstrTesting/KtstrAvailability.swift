@@ -7,15 +7,13 @@ public enum KtstrAvailability {
     public static func unavailableReason(for config: VMConfig) -> String? {
         let kernel: KernelArtifacts
         do { kernel = try Provisioning.kernel(explicit: config.kernel) } catch { return "\(error)" }
-        if let vmlinux = kernel.vmlinux, !HostCapabilities.kernelHasSchedExt(vmlinux: vmlinux) {
+        if let vmlinux = kernel.vmlinux, !KernelCapabilities.hasSchedExt(vmlinux: vmlinux) {
             return "kernel \(kernel.image) has no sched_ext (CONFIG_SCHED_CLASS_EXT) — use a kernel built with it"
         }
         do { _ = try Provisioning.agentBinary() } catch { return "\(error)" }
-        switch config.backend {
-        case .kvm:
-            if let why = HostCapabilities.kvmCannotBootLinux() { return "backend kvm requested but \(why)" }
-        case .qemu, .qemuTCG, .auto:
-            if config.backend == .auto, HostCapabilities.kvmCannotBootLinux() == nil { return nil }
+        let decision: BackendSelection.Decision
+        do { decision = try BackendSelection.decide(config.backend) } catch { return "\(error)" }
+        if decision.backend != .kvm {
             do { _ = try Provisioning.qemuBinary() } catch { return "\(error)" }
         }
         return nil

@@ -47,11 +47,10 @@ struct DoctorCommand: CLICommand {
 
     static func diagnose() -> Report {
         var checks: [Check] = []
-        let kvmWhyNot = HostCapabilities.kvmCannotBootLinux()
-        checks.append(Check(name: "/dev/kvm", ok: HostCapabilities.kvmDeviceUsable,
-                            detail: HostCapabilities.kvmDeviceUsable ? "opens read-write" : "not usable"))
-        checks.append(Check(name: "vmx/svm", ok: HostCapabilities.hasHardwareVirtualization(),
-                            detail: HostCapabilities.hasHardwareVirtualization()
+        let host = BackendSelection.Host.probe()
+        checks.append(Check(name: "/dev/kvm", ok: host.kvmOpens, detail: host.kvmOpens ? "opens read-write" : "not usable"))
+        checks.append(Check(name: "vmx/svm", ok: host.hasHardwareVirtualization,
+                            detail: host.hasHardwareVirtualization
                                 ? "hardware virtualization present" : "absent: KVM cannot run a stock kernel here (tiny guests only)"))
         let qemu = Result { try Provisioning.qemuBinary() }
         checks.append(check("qemu", qemu) { path in "\(path) (\(firstLine(of: [path, "--version"]) ?? "version unknown"))" })
@@ -59,7 +58,7 @@ struct DoctorCommand: CLICommand {
         checks.append(check("kernel", kernel) { k in
             var s = k.image
             if let v = k.version { s += " (\(v))" }
-            if let vm = k.vmlinux { s += HostCapabilities.kernelHasSchedExt(vmlinux: vm) ? ", sched_ext: yes" : ", sched_ext: NO" }
+            if let vm = k.vmlinux { s += KernelCapabilities.hasSchedExt(vmlinux: vm) ? ", sched_ext: yes" : ", sched_ext: NO" }
             return s
         })
         let clangPath = which("clang")
@@ -73,14 +72,13 @@ struct DoctorCommand: CLICommand {
 
         let backend: String?
         let reason: String
-        if let env = ProcessInfo.processInfo.environment["KTSTR_BACKEND"], !env.isEmpty {
-            backend = env; reason = "KTSTR_BACKEND=\(env)"
-        } else if kvmWhyNot == nil {
-            backend = BackendKind.kvm.rawValue; reason = "/dev/kvm usable and the CPU has vmx/svm"
-        } else if case .success = qemu {
-            backend = BackendKind.qemuTCG.rawValue; reason = "qemu with TCG, because \(kvmWhyNot ?? "")"
-        } else {
-            backend = nil; reason = "no backend: \(kvmWhyNot ?? ""), and qemu is missing"
+        do {
+            let d = try BackendSelection.decide(.auto, host: host)
+            backend = d.backend.rawValue
+            reason = d.why
+        } catch {
+            backend = nil
+            reason = "\(error)"
         }
         // qemu is only required when it is the backend.
         let needed = backend?.hasPrefix("qemu") == true ? required : required.subtracting(["qemu"])
