@@ -169,7 +169,7 @@ final class RunCore: @unchecked Sendable {
         for slot in slots {
             var attr = pthread_attr_t()
             pthread_attr_init(&attr)
-            pthread_attr_setstacksize(&attr, 1 << 20)
+            pthread_attr_setstacksize(&attr, 4 << 20) // device callbacks run here
             let box = Unmanaged.passRetained(ThreadStart(core: self, slot: slot)).toOpaque()
             var tid = pthread_t()
             let rc = pthread_create(&tid, &attr, { raw in
@@ -365,7 +365,14 @@ final class RunCore: @unchecked Sendable {
                 return
             }
             pendingCompletion = false
-            guard result == .exit else { continue }
+            guard result == .exit else {
+                // EINTR/EAGAIN: a kick, a stray signal, or immediate_exit left set by a freeze
+                // that timed out and thawed before this vCPU parked. Clear immediate_exit
+                // (seq-cst) and re-check the flags at the top: a freeze or kill whose flag
+                // store came first is seen there; one that comes later sets it again.
+                vcpu.setImmediateExit(false)
+                continue
+            }
             let exit = VCPUExit.decode(vcpu.runPointer)
             let action = dispatch.handle(exit, run: UnsafeMutableRawPointer(vcpu.runPointer),
                                          runSize: vcpu.runMappingSize, cpu: slot.index)
