@@ -91,3 +91,23 @@ struct FreezeTests {
         // assert portably; the runner's deinit joined (or would have hung the test).
     }
 }
+
+@Suite(.enabled(if: kvmUnavailable == nil, Comment(rawValue: kvmUnavailable ?? "")),
+       .timeLimit(.minutes(1)))
+struct MachineWaitingTests {
+    @Test func asyncWaitReturnsTheExit() async throws {
+        let m = try TinyGuestMachine(payload: TinyGuestPayloads.print("ok", mode: .long), mode: .long, log: .silent)
+        try m.start()
+        #expect(await m.waitForExit(timeout: .seconds(10)) == .shutdown)
+        #expect(m.console == "ok")
+    }
+
+    @Test func cancellingTheWaitingTaskKillsTheMachine() async throws {
+        let m = try TinyGuestMachine(payload: [0xeb, 0xfe], mode: .long, log: .silent) // jmp $
+        try m.start()
+        let waiter = Task { await m.waitForExit(timeout: .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(50))
+        waiter.cancel()
+        #expect(await waiter.value == .killed)
+    }
+}
