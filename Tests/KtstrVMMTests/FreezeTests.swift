@@ -63,11 +63,11 @@ struct FreezeTests {
         #expect(throws: FreezeError.notRunning("not started")) { try m.freeze(timeout: .milliseconds(10)) }
         try m.start()
         defer { m.kill(); _ = m.wait(timeout: .seconds(5)) }
-        _ = try m.freeze(timeout: .seconds(1))
+        _ = try m.freeze(timeout: .seconds(5))
         #expect(throws: FreezeError.alreadyFrozen) { try m.freeze(timeout: .milliseconds(10)) }
         try m.thaw()
         try m.thaw() // thaw when not frozen is a no-op
-        _ = try m.freeze(timeout: .seconds(1))
+        _ = try m.freeze(timeout: .seconds(5))
         try m.thaw()
     }
 
