@@ -57,3 +57,32 @@ struct KVMSystemTests {
         _ = try vcpu.getLAPIC()
     }
 }
+
+@Suite(.enabled(if: kvmUnavailable == nil, Comment(rawValue: kvmUnavailable ?? "")),
+       .timeLimit(.minutes(1)))
+struct VCPURunnerIDTests {
+    /// APIC ids with a hole (0, 1, 4): the runner indexes vCPUs 0...2 and keeps KVM's ids.
+    @Test func sparseVCPUIDsAreCreatedAndIndexed() throws {
+        let kvm = try KVMSystem()
+        let mem = try GuestMemory.anonymous(layout: [(gpa: 0, size: 2 << 20)])
+        try mem.write(TinyGuestPayloads.counterLoop, at: 0x1000)
+        try X86InitialState.writeLongModeTables(into: mem)
+        let vm = try kvm.createVM(memory: mem)
+        var seen: [(Int, Int)] = []
+        let runner = try VCPURunner(vm: vm, memory: mem, vcpuIDs: [0, 1, 4], bus: DeviceBus(), halt: .tinyGuest, log: .silent) { index, vcpu in
+            seen.append((index, vcpu.id))
+            try X86InitialState.longMode(vcpu, rip: 0x1000) { $0.rdi = 0x2000 + 64 * UInt64(index) }
+        }
+        #expect(seen.map(\.0) == [0, 1, 2])
+        #expect(seen.map(\.1) == [0, 1, 4])
+        #expect(runner.vcpus.map(\.id) == [0, 1, 4])
+        try runner.start()
+        defer { runner.kill(); _ = runner.wait(timeout: .seconds(5)) }
+        let snaps = try runner.freeze(timeout: .seconds(5))
+        #expect(snaps.map(\.cpu) == [0, 1, 2])
+        runner.thaw()
+        #expect(throws: KVMError.self) {
+            try VCPURunner(vm: vm, memory: mem, vcpuIDs: [7, 7], bus: DeviceBus(), halt: .tinyGuest) { _, _ in }
+        }
+    }
+}

@@ -35,23 +35,38 @@ public final class VCPURunner: @unchecked Sendable {
 
     public var vm: KVMVM { core.vm }
     public var memory: GuestMemory { core.memory }
-    /// The vCPUs, index = vCPU id (0 is the BSP). Touch their registers only while frozen
+    /// The vCPUs in index order (0 is the BSP; `vcpu.id` is the KVM/APIC id). Touch their registers only while frozen
     /// or before `start()`.
     public var vcpus: [KVMVCPU] { core.slots.map(\.vcpu) }
     public var vcpuCount: Int { core.slots.count }
 
     /// Creates `vcpuCount` vCPUs (ids 0..<n) and calls `setup` on each, in order, on the
     /// calling thread: set CPUID, MSRs, LAPIC, sregs, regs, FPU there.
-    public init(vm: KVMVM, memory: GuestMemory, vcpuCount: Int, bus: DeviceBus,
+    public convenience init(vm: KVMVM, memory: GuestMemory, vcpuCount: Int, bus: DeviceBus,
+                            halt: HaltPolicy, exitPolicy: ExitPolicy = .lenient,
+                            watchpoints: WatchpointMonitor? = nil, log: Log = .default,
+                            setup: (KVMVCPU) throws -> Void) throws {
+        guard vcpuCount >= 1 else { throw KVMError.invalidConfiguration("a VM needs at least one vCPU") }
+        try self.init(vm: vm, memory: memory, vcpuIDs: Array(0..<vcpuCount), bus: bus, halt: halt,
+                      exitPolicy: exitPolicy, watchpoints: watchpoints, log: log) { _, vcpu in try setup(vcpu) }
+    }
+
+    /// Creates one vCPU per entry of `vcpuIDs` (the KVM vCPU id, i.e. the initial APIC id on
+    /// x86 — topologies with holes in their APIC ids need this) and calls `setup(index, vcpu)`
+    /// in order. Index 0 is the BSP; snapshots and diagnostics use the index as "cpu".
+    public init(vm: KVMVM, memory: GuestMemory, vcpuIDs: [Int], bus: DeviceBus,
                 halt: HaltPolicy, exitPolicy: ExitPolicy = .lenient,
                 watchpoints: WatchpointMonitor? = nil, log: Log = .default,
-                setup: (KVMVCPU) throws -> Void) throws {
-        guard vcpuCount >= 1 else { throw KVMError.invalidConfiguration("a VM needs at least one vCPU") }
+                setup: (_ index: Int, _ vcpu: KVMVCPU) throws -> Void) throws {
+        guard !vcpuIDs.isEmpty else { throw KVMError.invalidConfiguration("a VM needs at least one vCPU") }
+        guard Set(vcpuIDs).count == vcpuIDs.count, vcpuIDs.allSatisfy({ $0 >= 0 }) else {
+            throw KVMError.invalidConfiguration("vCPU ids \(vcpuIDs) must be distinct and non-negative")
+        }
         var slots: [VCPUSlot] = []
-        for id in 0..<vcpuCount {
+        for (index, id) in vcpuIDs.enumerated() {
             let v = try vm.createVCPU(id: id)
-            try setup(v)
-            slots.append(VCPUSlot(index: id, vcpu: v))
+            try setup(index, v)
+            slots.append(VCPUSlot(index: index, vcpu: v))
         }
         core = try RunCore(vm: vm, memory: memory, slots: slots,
                            dispatch: ExitDispatch(bus: bus, policy: exitPolicy, watchpoints: watchpoints, log: log),
