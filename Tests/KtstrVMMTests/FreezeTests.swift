@@ -71,6 +71,29 @@ struct FreezeTests {
         try m.thaw()
     }
 
+    /// A device callback that tries to freeze gets an error at once, not a deadlock.
+    @Test func freezeFromAVCPUThreadIsRefused() throws {
+        final class FreezingDevice: PortIODevice, @unchecked Sendable {
+            weak var machine: TinyGuestMachine?
+            let result = ByteCollector()
+            func read(offset: UInt16, into data: UnsafeMutableRawBufferPointer) {}
+            func write(offset: UInt16, from data: UnsafeRawBufferPointer) -> DeviceAction {
+                do { _ = try machine?.freeze(timeout: .seconds(5)); result.append(ArraySlice(Array("ok".utf8))) }
+                catch { result.append(ArraySlice(Array("\(error)".utf8))) }
+                return .shutdown("done")
+            }
+        }
+        let dev = FreezingDevice()
+        // mov dx, 0x500 ; out dx, al ; jmp $
+        let m = try TinyGuestMachine(payload: [0x66, 0xba, 0x00, 0x05, 0xee, 0xeb, 0xfe], mode: .long, log: .silent) { bus in
+            try bus.add(dev, ports: 0x500, count: 1)
+        }
+        dev.machine = m
+        try m.start()
+        #expect(m.wait(timeout: .seconds(10)) == .shutdown)
+        #expect(dev.result.text.contains("own thread"), "\(dev.result.text)")
+    }
+
     @Test func freezeAfterTheGuestStoppedSaysSo() throws {
         let m = try TinyGuestMachine(payload: [0xf4], mode: .long, log: .silent)
         try m.start()

@@ -11,6 +11,9 @@ public enum FreezeError: Error, CustomStringConvertible, Equatable {
     case notRunning(String)
     /// `freeze` was called while already frozen.
     case alreadyFrozen
+    /// `freeze` was called on a vCPU thread (a device or watchpoint callback): that vCPU
+    /// could never park. Hand the work to another thread.
+    case calledFromVCPUThread(Int)
 
     public var description: String {
         switch self {
@@ -18,6 +21,7 @@ public enum FreezeError: Error, CustomStringConvertible, Equatable {
             "freeze: vCPU \(cpus.map(String.init).joined(separator: ", ")) did not park within \(after) — the host is overloaded or a device callback is blocking; retry with a longer timeout"
         case let .notRunning(why): "freeze: the machine is not running (\(why))"
         case .alreadyFrozen: "freeze: already frozen — call thaw() first"
+        case let .calledFromVCPUThread(cpu): "freeze: called on vCPU \(cpu)'s own thread (from a device or watchpoint callback), which could never park — call it from another thread"
         }
     }
 }
@@ -284,6 +288,7 @@ final class RunCore: @unchecked Sendable {
     func freeze(timeout: Duration) throws(FreezeError) -> [VCPURegisterSnapshot] {
         control.lock(); defer { control.unlock() }
         guard started.load(ordering: .sequentiallyConsistent) else { throw .notRunning("not started") }
+        if let cpu = vcpuIndexOfCurrentThread() { throw .calledFromVCPUThread(cpu) }
         if let why = stoppedReason() { throw .notRunning(why) }
         guard !freezeRequested.load(ordering: .sequentiallyConsistent) else { throw .alreadyFrozen }
 
@@ -313,6 +318,11 @@ final class RunCore: @unchecked Sendable {
             _ = poll(&pfd, 1, Int32(clamping: max(1, Int(left.seconds * 1000))))
         }
         return slots.map { $0.snapshot ?? VCPURegisterSnapshot(cpu: $0.index, rip: 0, rsp: 0, cr3: 0) }
+    }
+
+    private func vcpuIndexOfCurrentThread() -> Int? {
+        let me = pthread_self()
+        return threads.withLock { tids in tids.firstIndex { $0.map { pthread_equal($0, me) != 0 } ?? false } }
     }
 
     func thaw() {

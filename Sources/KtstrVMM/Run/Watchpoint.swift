@@ -82,6 +82,8 @@ public final class WatchpointMonitor: Sendable {
 
     /// `exitKindHost`: host address of the 4-byte word slot 0 watches (resolved by the
     /// caller through the guest page tables); must stay mapped while the VM runs.
+    /// `onTrigger` runs on the vCPU thread that hit the watchpoint, once: keep it short and
+    /// do not freeze from it (that vCPU could never park) — signal another thread instead.
     public init(exitKindHost: UnsafeRawPointer?, errorThreshold: UInt32 = UInt32(ExitKind.errorThreshold),
                 onTrigger: (@Sendable (UInt32) -> Void)? = nil) {
         self.exitKindHost = exitKindHost.map(UnsafeRawPointerBox.init)
