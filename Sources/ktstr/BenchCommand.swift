@@ -9,12 +9,15 @@ struct BenchCommand: CLICommand {
     let help = """
         USAGE: ktstr bench tiny [--iterations N] [--json]
                ktstr bench freeze [--vcpus N] [--iterations N] [--json]
+               ktstr bench exits [--iterations N] [--json]
 
         tiny    boots N tiny guests one after another (default 20) and times the whole
                 lifecycle: create VM → "hello" on COM1 → shutdown → teardown.
         freeze  runs one guest whose vCPUs spin (default 4) and times N freeze calls
                 (kick → drain → registers captured → all parked), thawing in between.
-        Prints min/median/p90/max in milliseconds.
+        exits   N runs of a guest doing 10000 port writes to an empty port; reports the
+                time per exit (KVM_EXIT_IO round trip through the dispatch) in microseconds.
+        Prints min/median/p90/max in milliseconds (exits: microseconds).
 
         OPTIONS:
           --iterations N   samples (1...10000)
@@ -48,8 +51,11 @@ struct BenchCommand: CLICommand {
             guard (1...64).contains(vcpus) else { throw CLIError("--vcpus must be 1...64", status: 2) }
             samples = try freeze(iterations, vcpus: vcpus)
             title = "freeze of \(vcpus) spinning vCPUs (kick → drain → registers → parked), \(iterations) freezes"
+        case "exits":
+            samples = try exits(iterations)
+            title = "port-I/O exit round trip (µs per exit, 10000 exits per run), \(iterations) runs"
         default:
-            throw CLIError("unknown benchmark '\(what)' (known: tiny, freeze)", status: 2)
+            throw CLIError("unknown benchmark '\(what)' (known: tiny, freeze, exits)", status: 2)
         }
         samples.sort()
         func pct(_ p: Double) -> Double { samples[min(samples.count - 1, Int((p * Double(samples.count - 1)).rounded()))] }
@@ -60,7 +66,8 @@ struct BenchCommand: CLICommand {
             enc.outputFormatting = [.sortedKeys]
             print(String(decoding: try enc.encode(report), as: UTF8.self))
         } else {
-            func f(_ v: Double) -> String { String(format: "%.2f ms", v) }
+            let unit = what == "exits" ? "µs" : "ms"
+            func f(_ v: Double) -> String { String(format: "%.2f \(unit)", v) }
             print("\(title):")
             print("  min \(f(report.minMillis))  median \(f(report.medianMillis))  p90 \(f(report.p90Millis))  max \(f(report.maxMillis))")
         }
@@ -88,6 +95,28 @@ struct BenchCommand: CLICommand {
                 throw CLIError("run \(i + 1): tiny guest ended with \(result.exit) and console \(result.console.debugDescription)")
             }
             samples.append(millis(took))
+        }
+        return samples
+    }
+
+    private func exits(_ iterations: Int) throws -> [Double] {
+        let n: UInt32 = 10_000
+        var samples: [Double] = []
+        for _ in 0..<iterations {
+            do {
+                let m = try TinyGuestMachine(payload: TinyGuestPayloads.portWrites(n), mode: .long, log: .silent)
+                let clock = ContinuousClock()
+                let t0 = clock.now
+                try m.start()
+                let exit = m.wait(timeout: .seconds(60))
+                let took = clock.now - t0
+                guard exit == .shutdown else { throw CLIError("exit benchmark guest ended with \(exit)") }
+                samples.append(millis(took) * 1000 / Double(n)) // µs per exit
+            } catch let e as CLIError {
+                throw e
+            } catch {
+                throw CLIError("\(error)")
+            }
         }
         return samples
     }

@@ -107,4 +107,16 @@ public enum TinyGuestPayloads {
     }()
     /// The vector the programmed PIC uses for IRQ4.
     public static let serialInterruptVector = 0x0c
+
+    /// `count` port writes to an empty port (each one a KVM_EXIT_IO round trip), then HLT.
+    /// 64-bit mode. Measures the exit path.
+    public static func portWrites(_ count: UInt32) -> [UInt8] {
+        [0xb9, UInt8(count & 0xff), UInt8(count >> 8 & 0xff),
+         UInt8(count >> 16 & 0xff), UInt8(count >> 24)]  //  0: mov ecx, count
+            + [0x66, 0xba, 0x10, 0x05]                   //  5: mov dx, 0x510
+            + [0xee]                                     //  9: loop: out dx, al
+            + [0xff, 0xc9]                               // 10:       dec ecx
+            + [0x75, 0xfb]                               // 12:       jnz loop
+            + [0xf4]                                     // 14: hlt
+    }
 }
