@@ -28,10 +28,12 @@ struct BenchCommand: CLICommand {
     struct Report: Codable {
         var benchmark: String
         var iterations: Int
-        var minMillis: Double
-        var medianMillis: Double
-        var p90Millis: Double
-        var maxMillis: Double
+        /// "ms" (tiny, freeze) or "us" (exits).
+        var unit: String
+        var min: Double
+        var median: Double
+        var p90: Double
+        var max: Double
     }
 
     func run(_ args: inout Arguments) async throws -> Int32 {
@@ -59,8 +61,8 @@ struct BenchCommand: CLICommand {
         }
         samples.sort()
         func pct(_ p: Double) -> Double { samples[min(samples.count - 1, Int((p * Double(samples.count - 1)).rounded()))] }
-        let report = Report(benchmark: what, iterations: iterations, minMillis: samples[0],
-                            medianMillis: pct(0.5), p90Millis: pct(0.9), maxMillis: samples[samples.count - 1])
+        let report = Report(benchmark: what, iterations: iterations, unit: what == "exits" ? "us" : "ms",
+                            min: samples[0], median: pct(0.5), p90: pct(0.9), max: samples[samples.count - 1])
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]
@@ -69,7 +71,7 @@ struct BenchCommand: CLICommand {
             let unit = what == "exits" ? "µs" : "ms"
             func f(_ v: Double) -> String { String(format: "%.2f \(unit)", v) }
             print("\(title):")
-            print("  min \(f(report.minMillis))  median \(f(report.medianMillis))  p90 \(f(report.p90Millis))  max \(f(report.maxMillis))")
+            print("  min \(f(report.min))  median \(f(report.median))  p90 \(f(report.p90))  max \(f(report.max))")
         }
         return 0
     }
