@@ -134,3 +134,39 @@ struct MachineWaitingTests {
         #expect(await waiter.value == .killed)
     }
 }
+
+@Suite(.enabled(if: kvmUnavailable == nil, Comment(rawValue: kvmUnavailable ?? "")),
+       .timeLimit(.minutes(1)))
+struct TeardownTests {
+    /// In a child process (so parallel tests do not disturb the count): ten machines —
+    /// clean shutdowns, kills, frozen-then-killed, dropped while running — leave no fd,
+    /// mapping or thread behind.
+    @Test func machinesLeaveNoFileDescriptorsOrThreads() async {
+        await #expect(processExitsWith: .success) {
+            func fds() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1 }
+            func threads() -> Int {
+                let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+                let line = status.split(separator: "\n").first { $0.hasPrefix("Threads:") } ?? ""
+                return Int(line.split(separator: "\t").last.map(String.init) ?? "") ?? -1
+            }
+            // Warm up once: the first machine installs the signal handler, loads Foundation bits.
+            _ = try? TinyGuestDemo.run(log: .silent)
+            let before = (fds(), threads())
+            for i in 0..<10 {
+                guard let m = try? TinyGuestMachine(payload: TinyGuestPayloads.counterLoop, mode: .long, vcpus: 2, log: .silent) else { exit(2) }
+                guard (try? m.start()) != nil else { exit(3) }
+                switch i % 3 {
+                case 0: m.kill(); _ = m.wait(timeout: .seconds(5))
+                case 1: _ = try? m.freeze(timeout: .seconds(5)); m.kill(); _ = m.wait(timeout: .seconds(5))
+                default: break // dropped while running
+                }
+                _ = try? TinyGuestDemo.run(log: .silent)
+            }
+            let after = (fds(), threads())
+            if before != after {
+                FileHandle.standardError.write(Data("leak: fds/threads before \(before) after \(after)\n".utf8))
+                exit(1)
+            }
+        }
+    }
+}
