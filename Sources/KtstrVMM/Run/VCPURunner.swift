@@ -36,6 +36,9 @@ public enum FreezeError: Error, CustomStringConvertible, Equatable {
 /// Dropping the runner kills and joins its threads.
 public final class VCPURunner: @unchecked Sendable {
     private let core: RunCore
+    /// Handles debug exits (the one passed to init, or a fresh one).
+    public let watchpoints: WatchpointMonitor
+    private let armed = Mutex(WatchpointSet())
 
     public var vm: KVMVM { core.vm }
     public var memory: GuestMemory { core.memory }
@@ -72,8 +75,10 @@ public final class VCPURunner: @unchecked Sendable {
             try setup(index, v)
             slots.append(VCPUSlot(index: index, vcpu: v))
         }
+        let monitor = watchpoints ?? WatchpointMonitor()
+        self.watchpoints = monitor
         core = try RunCore(vm: vm, memory: memory, slots: slots,
-                           dispatch: ExitDispatch(bus: bus, policy: exitPolicy, watchpoints: watchpoints, log: log),
+                           dispatch: ExitDispatch(bus: bus, policy: exitPolicy, watchpoints: monitor, log: log),
                            halt: halt, log: log)
     }
 
@@ -102,12 +107,28 @@ public final class VCPURunner: @unchecked Sendable {
     /// Human detail of how the run ended (shutdown reason, fatal diagnostic), once it has.
     public var stopDetail: String? { core.stopDetail }
 
-    /// Arms `set` on every vCPU (KVM_SET_GUEST_DEBUG). Running vCPUs are frozen briefly so
-    /// the ioctl happens while they are parked.
+    /// The watchpoints currently armed on every vCPU.
+    public var armedWatchpoints: WatchpointSet { armed.withLock { $0 } }
+
+    /// Arms `set` on every vCPU (KVM_SET_GUEST_DEBUG; an empty set disarms). Running vCPUs
+    /// are frozen briefly so the ioctl happens while they are parked.
     public func setWatchpoints(_ set: WatchpointSet, freezeTimeout: Duration = .seconds(1)) throws {
         try core.withVCPUsParked(timeout: freezeTimeout) {
             for s in core.slots { try s.vcpu.setGuestDebug(set.guestDebug) }
         }
+        armed.withLock { $0 = set }
+    }
+
+    /// The exit_kind watch: DR0 on `guestVirtual` (the scheduler's `exit_kind`, 4 bytes),
+    /// gated on the value at `host` (the same word through `guestMemory`) being an error kind;
+    /// `onTrigger` runs once, on the vCPU thread that hit (do not freeze from it). Debug
+    /// registers do not fire on every host (nested PVM): poll the word there instead.
+    public func watchExitKind(guestVirtual: UInt64, host: UnsafeRawPointer,
+                              onTrigger: (@Sendable (UInt32) -> Void)?) throws {
+        var set = armedWatchpoints
+        try set.arm(slot: 0, guestVirtual: guestVirtual)
+        watchpoints.watchExitKind(host: host, onTrigger: onTrigger)
+        try setWatchpoints(set)
     }
 }
 
