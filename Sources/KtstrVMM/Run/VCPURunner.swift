@@ -387,7 +387,7 @@ final class RunCore: @unchecked Sendable {
 
     fileprivate func threadMain(_ slot: VCPUSlot) {
         VCPUKick.unblockOnCurrentThread()
-        _ = pthread_setname_np(pthread_self(), "ktstr-vcpu\(slot.index)") // ≤ 15 chars; shows in top/gdb
+        Thread.current.name = "ktstr-vcpu\(slot.index)" // sets the pthread name (top, gdb)
         defer {
             slot.exited.store(true, ordering: .sequentiallyConsistent)
             cond.lock(); exitedCount += 1; cond.broadcast(); cond.unlock()
