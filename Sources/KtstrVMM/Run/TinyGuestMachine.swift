@@ -49,7 +49,7 @@ public final class TinyGuestMachine: Machine, @unchecked Sendable {
         var bus = DeviceBus()
         try bus.add(SerialPortDevice(sink: consoleBytes.sink, irq: irq),
                     ports: Serial16550.com1Base, count: Serial16550.portCount)
-        try bus.add(I8042Device(), ports: I8042.dataPort, count: I8042.commandPort - I8042.dataPort + 1)
+        try bus.addI8042()
         try devices(&bus)
 
         self.mode = mode
