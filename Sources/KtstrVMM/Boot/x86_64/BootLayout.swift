@@ -22,6 +22,8 @@ public enum BootLayout {
     public static let commandLineMax = 0x1_0000
     /// Start of the area kept reserved for EBDA/VGA/BIOS (below it: usable low RAM).
     public static let ebda: UInt64 = 0x9_fc00
+    /// ACPI tables (RSDP first), in the BIOS area the kernel scans for "RSD PTR ".
+    public static let acpi: UInt64 = 0xe_0000
     /// MP floating pointer + configuration table, inside the BIOS area the kernel scans.
     public static let mpTable: UInt64 = 0xf_0000
     public static let highMemory: UInt64 = 0x10_0000

@@ -20,6 +20,7 @@ public enum BootParamsError: Error, CustomStringConvertible, Equatable {
 /// Offsets from arch/x86/include/uapi/asm/bootparam.h.
 public struct BootParams: Sendable, Equatable {
     public enum Offset {
+        public static let acpiRSDPAddr = 0x070
         public static let extRamdiskImage = 0x0c0
         public static let extRamdiskSize = 0x0c4
         public static let extCmdLinePtr = 0x0c8
@@ -66,6 +67,11 @@ public struct BootParams: Sendable, Equatable {
         bytes.putLE(UInt32(truncatingIfNeeded: gpa >> 32), at: Offset.extRamdiskImage)
         bytes.putLE(UInt32(truncatingIfNeeded: size), at: SetupHeader.Offset.ramdiskSize)
         bytes.putLE(UInt32(truncatingIfNeeded: size >> 32), at: Offset.extRamdiskSize)
+    }
+
+    /// Where the ACPI RSDP is, so the kernel need not scan for it (boot protocol 2.14 field).
+    public mutating func setACPIRoot(at gpa: UInt64) {
+        bytes.putLE(gpa, at: Offset.acpiRSDPAddr)
     }
 
     public mutating func setE820(_ entries: [E820Entry]) throws {
