@@ -151,6 +151,9 @@ public struct CPUIDMask: Sendable, Equatable {
     public var clears: [Clear]
     /// Leaves whose every subleaf is zeroed (e.g. XSAVE's 0xD once XSAVE is hidden).
     public var zeroedLeaves: [UInt32]
+    /// Kernel command-line options with the same effect, for hosts where the guest's CPUID
+    /// instruction does not reach the VMM's table (nested PVM executes it natively).
+    public var kernelParameters: [String] = []
 
     public static let none = CPUIDMask(name: "none", clears: [], zeroedLeaves: [])
 
@@ -181,7 +184,9 @@ public struct CPUIDMask: Sendable, Equatable {
         clear(7, 1, 0, [4, 5, 23])
         // Leaf 0x80000001 ECX: ABM/LZCNT 5, XOP 11, FMA4 16, TBM 21.
         clear(0x8000_0001, 0, 2, [5, 11, 16, 21])
-        return CPUIDMask(name: "emulatedKernelCode", clears: c, zeroedLeaves: [0xd])
+        return CPUIDMask(name: "emulatedKernelCode", clears: c, zeroedLeaves: [0xd], kernelParameters: [
+            "noxsave", "clearcpuid=cx16,bmi1,bmi2,avx,avx2,avx512f,rdrand,rdseed,pcid,invpcid,fsgsbase,smep,smap,pku",
+        ])
     }()
 
     public func apply(to table: [CPUIDEntry]) -> [CPUIDEntry] {
