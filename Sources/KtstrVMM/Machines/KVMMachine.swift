@@ -120,3 +120,24 @@ public final class KVMMachine: Machine, @unchecked Sendable {
     /// Host → guest bytes on COM2 (the agent channel's receive side).
     public func sendToChannel(_ bytes: [UInt8]) { com2.send(bytes) }
 }
+
+extension KVMMachine {
+    /// Which file to boot. On a host without vmx/svm (nested PVM) the bzImage's own
+    /// decompressor runs under KVM's instruction emulator and reads the *host's* CPUID (the
+    /// instruction is not trapped there), so zstd picks its BMI2 path and dies on SHLX, which
+    /// the emulator cannot execute. The ELF vmlinux needs no decompressor: boot it instead
+    /// when it is at hand. Returns the path and, when it switched, why.
+    public static func bootImage(image: String, vmlinux: String?,
+                                 hardwareVirtualization: Bool = CPUID.hostHasHardwareVirtualization()) -> (path: String, note: String?) {
+        guard !hardwareVirtualization, let vmlinux, FileManager.default.isReadableFile(atPath: vmlinux),
+              !isELF(image) else { return (image, nil) }
+        return (vmlinux, "no vmx/svm on this host: booting \(vmlinux) instead of the bzImage (its decompressor cannot run under KVM's emulator)")
+    }
+
+    static func isELF(_ path: String) -> Bool {
+        guard let h = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? h.close() }
+        let magic = (try? h.read(upToCount: 4)) ?? Data()
+        return magic == Data([0x7f, 0x45, 0x4c, 0x46])
+    }
+}
