@@ -4,7 +4,7 @@ import Testing
 @testable import KtstrVMM
 
 /// A static x86-64 Linux program, hand-assembled, as PID 1: `iopl(3)`, write `message` to
-/// COM1 with `out` (no /dev/console needed), then `reboot(RESTART)` — with `reboot=k` that is
+/// COM1 and COM2 with `out` (no /dev/console needed), then `reboot(RESTART)` — with `reboot=k` that is
 /// an i8042 reset, which the VMM reports as shutdown. If iopl fails the `out` faults, init
 /// dies, the kernel panics and (panic=-1) reboots: a shutdown *without* the message.
 enum TinyInit {
@@ -15,11 +15,14 @@ enum TinyInit {
         code += [0xb8] + imm32(172)                  // mov eax, SYS_iopl
         code += [0xbf] + imm32(3)                    // mov edi, 3
         code += [0x0f, 0x05]                         // syscall
-        let leaAt = code.count
-        code += [0x48, 0x8d, 0x35, 0, 0, 0, 0]       // lea rsi, [rip + msg]
-        code += [0xb9] + imm32(UInt32(msg.count))    // mov ecx, len
-        code += [0xba] + imm32(0x3f8)                // mov edx, COM1
-        code += [0xac, 0xee, 0xe2, 0xfc]             // 1: lodsb; out dx, al; loop 1b
+        var leas: [Int] = []
+        for port: UInt32 in [0x3f8, 0x2f8] {         // COM1 (console), COM2 (agent channel)
+            leas.append(code.count)
+            code += [0x48, 0x8d, 0x35, 0, 0, 0, 0]   // lea rsi, [rip + msg]
+            code += [0xb9] + imm32(UInt32(msg.count)) // mov ecx, len
+            code += [0xba] + imm32(port)             // mov edx, port
+            code += [0xac, 0xee, 0xe2, 0xfc]         // 1: lodsb; out dx, al; loop 1b
+        }
         code += [0xb8] + imm32(169)                  // mov eax, SYS_reboot
         code += [0xbf] + imm32(0xfee1_dead)          // LINUX_REBOOT_MAGIC1
         code += [0xbe] + imm32(0x2812_1969)          // LINUX_REBOOT_MAGIC2
@@ -27,8 +30,7 @@ enum TinyInit {
         code += [0x45, 0x31, 0xd2]                   // xor r10d, r10d
         code += [0x0f, 0x05]                         // syscall
         code += [0xeb, 0xfe]                         // jmp .
-        let disp = UInt32(code.count - (leaAt + 7))
-        code.replaceSubrange(leaAt + 3..<leaAt + 7, with: imm32(disp))
+        for at in leas { code.replaceSubrange(at + 3..<at + 7, with: imm32(UInt32(code.count - (at + 7)))) }
         code += msg
 
         let base: UInt64 = 0x40_0000, headers = 64 + 56
@@ -67,11 +69,12 @@ extension Duration {
        .enabled(if: defaultKernel != nil, "default kernel not cached — run `swift run ktstr kernel fetch`"))
 struct LinuxBootTests {
     static func boot(_ kernel: String, extra: String, initrd: [UInt8]? = nil, topology: Topology = .flat(1),
-                     memoryMiB: Int = 160, mask: CPUIDMaskPolicy) throws -> (KVMMachine, ConsoleRecorder) {
+                     memoryMiB: Int = 160, mask: CPUIDMaskPolicy, channel: ConsoleRecorder? = nil) throws -> (KVMMachine, ConsoleRecorder) {
         let console = ConsoleRecorder()
         let m = try KVMMachine(KVMMachineConfiguration(kernel: kernel, initrd: initrd, commandLineExtra: extra,
                                                        topology: topology, memoryMiB: memoryMiB,
-                                                       console: console.sink, cpuidMask: mask, log: .default))
+                                                       console: console.sink, channel: channel?.sink,
+                                                       cpuidMask: mask, log: .default))
         try m.start()
         return (m, console)
     }
@@ -89,10 +92,18 @@ struct LinuxBootTests {
         let k = try #require(defaultKernel)
         let (path, _) = KVMMachine.bootImage(image: k.image, vmlinux: k.vmlinux)
         let marker = "ktstr.marker=\(UUID().uuidString.prefix(8).lowercased())"
-        let (m, console) = try Self.boot(path, extra: marker, mask: .emulatedKernelCode)
+        let (m, console) = try Self.boot(path, extra: marker, topology: Topology(llcs: 1, coresPerLLC: 2), mask: .emulatedKernelCode)
         defer { m.kill(); _ = m.wait(timeout: .seconds(15)) }
         #expect(m.commandLine.contains(marker))
         #expect(m.commandLine.contains("noxsave"))
+        // Freeze and thaw mid-boot: one snapshot per vCPU, the BSP in 64-bit mode on our (or
+        // the kernel's) page tables, the AP still waiting for INIT/SIPI; then boot goes on.
+        Thread.sleep(forTimeInterval: 3)
+        let snaps = try m.freeze(timeout: .seconds(10))
+        #expect(snaps.map(\.cpu) == [0, 1])
+        #expect(snaps[0].cr3 != 0 && snaps[0].rip != 0)
+        #expect((snaps[0].efer ?? 0) & EntryState.eferLMA != 0)
+        try m.thaw()
         let banner = try Self.elapsed(console.waitFor("Linux version 7.3.4", timeout: .seconds(300)), "banner", console)
         let echo = try Self.elapsed(console.waitFor(marker, timeout: .seconds(300)), "command line echo", console)
         let line = console.text.split(separator: "\n").first { $0.contains(marker) }.map(String.init) ?? ""
@@ -118,12 +129,14 @@ struct LinuxBootTests {
     func bootsToInitWhichPrintsAMarkerAndReboots() throws {
         let k = try #require(defaultKernel)
         let marker = "KTSTR-INIT-\(UUID().uuidString.prefix(8))"
+        let channel = ConsoleRecorder()
         let (m, console) = try Self.boot(k.image, extra: "loglevel=4", initrd: TinyInit.initramfs(message: marker + "\n"),
                                          topology: Topology(llcs: 1, coresPerLLC: 2, threadsPerCore: 1),
-                                         memoryMiB: 256, mask: .automatic)
+                                         memoryMiB: 256, mask: .automatic, channel: channel)
         let exit = m.wait(timeout: .seconds(120))
         #expect(exit == .shutdown, "\(exit): \(m.stopDetail ?? "") — console tail:\n\(console.tail())")
         #expect(console.text.contains(marker), "console tail:\n\(console.tail())")
+        #expect(channel.text.contains(marker), "COM2 got: \(channel.text)")
     }
 }
 
