@@ -22,11 +22,12 @@ public final class TinyGuestMachine: Machine, @unchecked Sendable {
     /// Everything COM1 received so far.
     public var console: String { consoleBytes.text }
 
-    /// `irqchip`: create the in-kernel PIC/IOAPIC/LAPIC and PIT (as a Linux guest gets) and
+    /// `devices`: add more devices to the bus (tests). `irqchip`: create the in-kernel PIC/IOAPIC/LAPIC and PIT (as a Linux guest gets) and
     /// wire COM1's interrupt to GSI 4. HLT then stays in the kernel; APs wait for INIT/SIPI.
     public init(payload: [UInt8], mode: TinyGuestMode, vcpus: Int = 1,
                 exitPolicy: ExitPolicy = ExitPolicy(unmappedPorts: .ignore, unmappedMMIO: .fatal),
-                irqchip: Bool = false, kvm: KVMSystem? = nil, log: Log = .default) throws {
+                irqchip: Bool = false, kvm: KVMSystem? = nil, log: Log = .default,
+                devices: (inout DeviceBus) throws -> Void = { _ in }) throws {
         let system = try kvm ?? KVMSystem()
         try system.requireBasics()
         let memory = try GuestMemory.anonymous(layout: [(gpa: 0, size: Self.memoryBytes)])
@@ -49,6 +50,7 @@ public final class TinyGuestMachine: Machine, @unchecked Sendable {
         try bus.add(SerialPortDevice(sink: consoleBytes.sink, irq: irq),
                     ports: Serial16550.com1Base, count: Serial16550.portCount)
         try bus.add(I8042Device(), ports: I8042.dataPort, count: I8042.commandPort - I8042.dataPort + 1)
+        try devices(&bus)
 
         self.mode = mode
         self.guestMemory = memory

@@ -11,6 +11,9 @@ public enum FreezeError: Error, CustomStringConvertible, Equatable {
     case notRunning(String)
     /// `freeze` was called while already frozen.
     case alreadyFrozen
+    /// `freeze` was called on a vCPU thread (a device or watchpoint callback): that vCPU
+    /// could never park. Hand the work to another thread.
+    case calledFromVCPUThread(Int)
 
     public var description: String {
         switch self {
@@ -18,6 +21,7 @@ public enum FreezeError: Error, CustomStringConvertible, Equatable {
             "freeze: vCPU \(cpus.map(String.init).joined(separator: ", ")) did not park within \(after) — the host is overloaded or a device callback is blocking; retry with a longer timeout"
         case let .notRunning(why): "freeze: the machine is not running (\(why))"
         case .alreadyFrozen: "freeze: already frozen — call thaw() first"
+        case let .calledFromVCPUThread(cpu): "freeze: called on vCPU \(cpu)'s own thread (from a device or watchpoint callback), which could never park — call it from another thread"
         }
     }
 }
@@ -32,29 +36,49 @@ public enum FreezeError: Error, CustomStringConvertible, Equatable {
 /// Dropping the runner kills and joins its threads.
 public final class VCPURunner: @unchecked Sendable {
     private let core: RunCore
+    /// Handles debug exits (the one passed to init, or a fresh one).
+    public let watchpoints: WatchpointMonitor
+    private let armed = Mutex(WatchpointSet())
 
     public var vm: KVMVM { core.vm }
     public var memory: GuestMemory { core.memory }
-    /// The vCPUs, index = vCPU id (0 is the BSP). Touch their registers only while frozen
+    /// The vCPUs in index order (0 is the BSP; `vcpu.id` is the KVM/APIC id). Touch their registers only while frozen
     /// or before `start()`.
     public var vcpus: [KVMVCPU] { core.slots.map(\.vcpu) }
     public var vcpuCount: Int { core.slots.count }
 
     /// Creates `vcpuCount` vCPUs (ids 0..<n) and calls `setup` on each, in order, on the
     /// calling thread: set CPUID, MSRs, LAPIC, sregs, regs, FPU there.
-    public init(vm: KVMVM, memory: GuestMemory, vcpuCount: Int, bus: DeviceBus,
+    public convenience init(vm: KVMVM, memory: GuestMemory, vcpuCount: Int, bus: DeviceBus,
+                            halt: HaltPolicy, exitPolicy: ExitPolicy = .lenient,
+                            watchpoints: WatchpointMonitor? = nil, log: Log = .default,
+                            setup: (KVMVCPU) throws -> Void) throws {
+        guard vcpuCount >= 1 else { throw KVMError.invalidConfiguration("a VM needs at least one vCPU") }
+        try self.init(vm: vm, memory: memory, vcpuIDs: Array(0..<vcpuCount), bus: bus, halt: halt,
+                      exitPolicy: exitPolicy, watchpoints: watchpoints, log: log) { _, vcpu in try setup(vcpu) }
+    }
+
+    /// Creates one vCPU per entry of `vcpuIDs` (the KVM vCPU id, i.e. the initial APIC id on
+    /// x86 — topologies with holes in their APIC ids need this) and calls `setup(index, vcpu)`
+    /// in order. Index 0 is the BSP; snapshots and diagnostics use the index as "cpu".
+    public init(vm: KVMVM, memory: GuestMemory, vcpuIDs: [Int], bus: DeviceBus,
                 halt: HaltPolicy, exitPolicy: ExitPolicy = .lenient,
                 watchpoints: WatchpointMonitor? = nil, log: Log = .default,
-                setup: (KVMVCPU) throws -> Void) throws {
-        guard vcpuCount >= 1 else { throw KVMError.invalidConfiguration("a VM needs at least one vCPU") }
-        var slots: [VCPUSlot] = []
-        for id in 0..<vcpuCount {
-            let v = try vm.createVCPU(id: id)
-            try setup(v)
-            slots.append(VCPUSlot(index: id, vcpu: v))
+                setup: (_ index: Int, _ vcpu: KVMVCPU) throws -> Void) throws {
+        guard !vcpuIDs.isEmpty else { throw KVMError.invalidConfiguration("a VM needs at least one vCPU") }
+        guard Set(vcpuIDs).count == vcpuIDs.count, vcpuIDs.allSatisfy({ $0 >= 0 }) else {
+            throw KVMError.invalidConfiguration("vCPU ids \(vcpuIDs) must be distinct and non-negative")
         }
+        var slots: [VCPUSlot] = []
+        for (index, id) in vcpuIDs.enumerated() {
+            let v = try vm.createVCPU(id: id)
+            try setup(index, v)
+            slots.append(VCPUSlot(index: index, vcpu: v))
+        }
+        let monitor = watchpoints ?? WatchpointMonitor()
+        self.watchpoints = monitor
         core = try RunCore(vm: vm, memory: memory, slots: slots,
-                           dispatch: ExitDispatch(bus: bus, policy: exitPolicy, watchpoints: watchpoints, log: log),
+                           dispatch: ExitDispatch(bus: bus, policy: exitPolicy, watchpoints: monitor, log: log),
                            halt: halt, log: log)
     }
 
@@ -83,12 +107,28 @@ public final class VCPURunner: @unchecked Sendable {
     /// Human detail of how the run ended (shutdown reason, fatal diagnostic), once it has.
     public var stopDetail: String? { core.stopDetail }
 
-    /// Arms `set` on every vCPU (KVM_SET_GUEST_DEBUG). Running vCPUs are frozen briefly so
-    /// the ioctl happens while they are parked.
+    /// The watchpoints currently armed on every vCPU.
+    public var armedWatchpoints: WatchpointSet { armed.withLock { $0 } }
+
+    /// Arms `set` on every vCPU (KVM_SET_GUEST_DEBUG; an empty set disarms). Running vCPUs
+    /// are frozen briefly so the ioctl happens while they are parked.
     public func setWatchpoints(_ set: WatchpointSet, freezeTimeout: Duration = .seconds(1)) throws {
         try core.withVCPUsParked(timeout: freezeTimeout) {
             for s in core.slots { try s.vcpu.setGuestDebug(set.guestDebug) }
         }
+        armed.withLock { $0 = set }
+    }
+
+    /// The exit_kind watch: DR0 on `guestVirtual` (the scheduler's `exit_kind`, 4 bytes),
+    /// gated on the value at `host` (the same word through `guestMemory`) being an error kind;
+    /// `onTrigger` runs once, on the vCPU thread that hit (do not freeze from it). Debug
+    /// registers do not fire on every host (nested PVM): poll the word there instead.
+    public func watchExitKind(guestVirtual: UInt64, host: UnsafeRawPointer,
+                              onTrigger: (@Sendable (UInt32) -> Void)?) throws {
+        var set = armedWatchpoints
+        try set.arm(slot: 0, guestVirtual: guestVirtual)
+        watchpoints.watchExitKind(host: host, onTrigger: onTrigger)
+        try setWatchpoints(set)
     }
 }
 
@@ -169,7 +209,7 @@ final class RunCore: @unchecked Sendable {
         for slot in slots {
             var attr = pthread_attr_t()
             pthread_attr_init(&attr)
-            pthread_attr_setstacksize(&attr, 1 << 20)
+            pthread_attr_setstacksize(&attr, 4 << 20) // device callbacks run here
             let box = Unmanaged.passRetained(ThreadStart(core: self, slot: slot)).toOpaque()
             var tid = pthread_t()
             let rc = pthread_create(&tid, &attr, { raw in
@@ -269,6 +309,7 @@ final class RunCore: @unchecked Sendable {
     func freeze(timeout: Duration) throws(FreezeError) -> [VCPURegisterSnapshot] {
         control.lock(); defer { control.unlock() }
         guard started.load(ordering: .sequentiallyConsistent) else { throw .notRunning("not started") }
+        if let cpu = vcpuIndexOfCurrentThread() { throw .calledFromVCPUThread(cpu) }
         if let why = stoppedReason() { throw .notRunning(why) }
         guard !freezeRequested.load(ordering: .sequentiallyConsistent) else { throw .alreadyFrozen }
 
@@ -298,6 +339,11 @@ final class RunCore: @unchecked Sendable {
             _ = poll(&pfd, 1, Int32(clamping: max(1, Int(left.seconds * 1000))))
         }
         return slots.map { $0.snapshot ?? VCPURegisterSnapshot(cpu: $0.index, rip: 0, rsp: 0, cr3: 0) }
+    }
+
+    private func vcpuIndexOfCurrentThread() -> Int? {
+        let me = pthread_self()
+        return threads.withLock { tids in tids.firstIndex { $0.map { pthread_equal($0, me) != 0 } ?? false } }
     }
 
     func thaw() {
@@ -341,6 +387,7 @@ final class RunCore: @unchecked Sendable {
 
     fileprivate func threadMain(_ slot: VCPUSlot) {
         VCPUKick.unblockOnCurrentThread()
+        Thread.current.name = "ktstr-vcpu\(slot.index)" // sets the pthread name (top, gdb)
         defer {
             slot.exited.store(true, ordering: .sequentiallyConsistent)
             cond.lock(); exitedCount += 1; cond.broadcast(); cond.unlock()
@@ -365,7 +412,14 @@ final class RunCore: @unchecked Sendable {
                 return
             }
             pendingCompletion = false
-            guard result == .exit else { continue }
+            guard result == .exit else {
+                // EINTR/EAGAIN: a kick, a stray signal, or immediate_exit left set by a freeze
+                // that timed out and thawed before this vCPU parked. Clear immediate_exit
+                // (seq-cst) and re-check the flags at the top: a freeze or kill whose flag
+                // store came first is seen there; one that comes later sets it again.
+                vcpu.setImmediateExit(false)
+                continue
+            }
             let exit = VCPUExit.decode(vcpu.runPointer)
             let action = dispatch.handle(exit, run: UnsafeMutableRawPointer(vcpu.runPointer),
                                          runSize: vcpu.runMappingSize, cpu: slot.index)
