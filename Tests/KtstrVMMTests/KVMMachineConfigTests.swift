@@ -10,9 +10,13 @@ import Testing
         return p
     }
 
-    @Test func sparseAPICIDsAreRefused() {
+    @Test func sparseAPICIDsAreAcceptedAndIDSpaceIsChecked() {
+        // 2x3x1 has APIC ids 0,1,2,4,5,6: allowed (vCPU ids follow), so the next check fails.
         let c = KVMMachineConfiguration(kernel: "/nonexistent", topology: Topology(llcs: 2, coresPerLLC: 3))
-        #expect(throws: KVMMachineError.sparseAPICIDs(Topology(llcs: 2, coresPerLLC: 3))) { try KVMMachine(c) }
+        #expect(throws: KernelImageError.unreadable(path: "/nonexistent", reason: "does not exist")) { try KVMMachine(c) }
+        // 5 LLCs x 40 cores: only 200 vCPUs, but APIC ids reach 4 << 6 | 39 = 295.
+        let big = KVMMachineConfiguration(kernel: "/nonexistent", topology: Topology(llcs: 5, coresPerLLC: 40))
+        #expect(throws: KVMMachineError.tooManyVCPUs(200)) { try KVMMachine(big) }
     }
 
     @Test func tooManyVCPUs() {
