@@ -130,6 +130,7 @@ struct BootCommand: CLICommand {
         case let .ended(exit, detail):
             let why: String = switch exit {
             case .timeout: "timed out after \(timeout) s" + (until.map { " waiting for \"\($0)\"" } ?? "")
+            case let .fatal(why) where detail == nil || detail == why: "fatal: \(why)"
             default: "\(exit)" + (detail.map { " (\($0))" } ?? "")
             }
             let tail = console.tail()
