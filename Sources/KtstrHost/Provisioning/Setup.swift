@@ -74,18 +74,18 @@ extension Provisioning {
             return r
         }
         var kernel: KernelArtifacts?
-        step("kernel", needs: ["packages"]) {
+        step("kernel") {
             let r = try ensureDefaultKernel(shell: shell, progress: progress)
             kernel = r.artifacts
             return (r.outcome, r.detail)
         }
         var sources: String?
-        step("sources", needs: ["packages"]) {
+        step("sources") {
             let r = try ensureSchedulerSources(kernelVersion: defaultKernelVersion, shell: shell, progress: progress)
             sources = r.0
             return (r.1, r.2)
         }
-        step("schedulers", needs: ["packages", "kernel", "sources"]) {
+        step("schedulers", needs: ["kernel", "sources"]) {
             guard let kernel, let sources else { throw ProvisioningError.failed(step: "schedulers", detail: "internal: no kernel or sources") }
             return try buildSchedulers(kernel: kernel, sources: sources, shell: shell, progress: progress)
         }
@@ -99,7 +99,9 @@ extension Provisioning {
         return SetupReport(cacheDirectory: cacheDirectory, steps: steps, seconds: Date().timeIntervalSince(start))
     }
 
-    /// One `ktstr setup` at a time per cache (flock on `<cache>/.lock`; released on exit).
+    /// One provisioning run at a time per cache (flock on `<cache>/.lock`; released when the
+    /// descriptor closes or the process dies). Holding it, scratch directories that an
+    /// interrupted run left in `<cache>/tmp` are removed. Not re-entrant: take it once.
     static func lockCache() throws -> Int32 {
         try ProvisioningFiles.makeDirectory(cacheDirectory)
         let path = cacheDirectory + "/.lock"
@@ -111,6 +113,7 @@ extension Provisioning {
             close(fd)
             throw ProvisioningError.failed(step: "lock \(path)", detail: String(cString: strerror(errno)))
         }
+        try? FileManager.default.removeItem(atPath: scratchParent)
         return fd
     }
 }
