@@ -221,3 +221,37 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: Provisioning.packageRoot + "/Schedulers/Makefile"))
     }
 }
+
+@Suite struct ProvisioningShellTests {
+    let shell = ProvisioningShell(log: .silent)
+
+    @Test func statusAndOutputTail() throws {
+        let ok = try shell.run(["sh", "-c", "echo one; echo two >&2"], timeout: 10)
+        #expect(ok.status == 0)
+        #expect(ok.tail == "one\ntwo")
+        #expect(try shell.run(["sh", "-c", "exit 3"], timeout: 10).status == 3)
+        #expect(throws: ProvisioningError.self) { try shell.check(["false"], timeout: 10, fix: "none") }
+    }
+
+    @Test func aMissingToolSaysSo() {
+        #expect(throws: ProvisioningError.self) { try shell.run(["ktstr-no-such-tool-xyz"], timeout: 10) }
+    }
+
+    @Test func runsPastTheLimitAreStoppedBySIGTERM() throws {
+        let start = Date()
+        #expect(throws: ProvisioningError.self) { try shell.run(["sleep", "30"], timeout: 0.3) }
+        // Well under the 5 s grace before SIGKILL: SIGTERM reached the child.
+        #expect(Date().timeIntervalSince(start) < 3)
+    }
+
+    @Test func childrenStartWithNoBlockedSignalsInTheGivenDirectory() throws {
+        let r = try shell.run(["sh", "-c", "pwd; grep SigBlk /proc/self/status"], cwd: "/tmp", timeout: 10)
+        #expect(r.tail == "/tmp\nSigBlk:\t0000000000000000")
+    }
+
+    @Test(.enabled(if: ProvisioningShell.which("dpkg-query") != nil, "dpkg-query is not installed (not a Debian host)"))
+    func dpkgReportsAnUnknownPackageAsMissing() throws {
+        let missing = try Provisioning.missingPackages(["dpkg", "ktstr-no-such-package"], shell: shell)
+        #expect(missing == ["ktstr-no-such-package"])
+    }
+}

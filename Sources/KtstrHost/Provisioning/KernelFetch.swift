@@ -38,7 +38,7 @@ extension Provisioning {
     /// its bzImage, and returns both. Idempotent; a cache filled by hand (vmlinuz, maybe
     /// vmlinux, no stamp) is verified and completed instead of downloaded again.
     public static func fetchDefaultKernel(progress: ProvisioningProgress = { _ in }) throws -> KernelArtifacts {
-        let lock = try lockCache()
+        let lock = try lockCache(progress: progress)
         defer { close(lock) }
         return try ensureDefaultKernel(shell: ProvisioningShell(), progress: progress).artifacts
     }

@@ -61,7 +61,7 @@ extension Provisioning {
         }
 
         let lock: Int32
-        do { lock = try lockCache() } catch {
+        do { lock = try lockCache(progress: progress) } catch {
             let s = SetupStep(name: "cache", status: .failed, detail: "\(error)", seconds: 0)
             onStep(s)
             return SetupReport(cacheDirectory: cacheDirectory, steps: [s], seconds: 0)
@@ -102,12 +102,15 @@ extension Provisioning {
     /// One provisioning run at a time per cache (flock on `<cache>/.lock`; released when the
     /// descriptor closes or the process dies). Holding it, scratch directories that an
     /// interrupted run left in `<cache>/tmp` are removed. Not re-entrant: take it once.
-    static func lockCache() throws -> Int32 {
+    static func lockCache(progress: ProvisioningProgress = { _ in }) throws -> Int32 {
         try ProvisioningFiles.makeDirectory(cacheDirectory)
         let path = cacheDirectory + "/.lock"
         let fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             throw ProvisioningError.failed(step: "lock \(path)", detail: "\(String(cString: strerror(errno))) — set KTSTR_CACHE_DIR to a writable directory")
+        }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            progress("waiting for another ktstr provisioning run to finish (lock \(path))")
         }
         guard flock(fd, LOCK_EX) == 0 else {
             close(fd)
