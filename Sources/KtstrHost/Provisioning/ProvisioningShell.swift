@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,6 +15,16 @@ public struct ProvisioningShell: Sendable {
     }
 
     public var log: Log
+
+    /// Process groups of the commands running now (each command leads its own group, so a
+    /// time limit or an interrupt stops make's compilers too, not only make).
+    static let running = Mutex<Set<pid_t>>([])
+
+    /// SIGTERM to every running command's process group. For a CLI's SIGINT/SIGTERM handler:
+    /// the commands are in their own groups, so a terminal's Ctrl-C does not reach them.
+    public static func terminateRunningCommands() {
+        for pgid in running.withLock({ $0 }) { kill(-pgid, SIGTERM) }
+    }
 
     public init(log: Log = .default) { self.log = log }
 
@@ -60,6 +71,8 @@ public struct ProvisioningShell: Sendable {
         log.debug("provisioning: \(argv.joined(separator: " "))")
         let start = Date()
         let pid = try Self.spawn(argv, environment: env, output: out.fileDescriptor)
+        Self.running.withLock { _ = $0.insert(pid) }
+        defer { Self.running.withLock { _ = $0.remove(pid) } }
         let deadline = start.addingTimeInterval(timeout)
         var status: Int32 = 0
         while true {
@@ -69,12 +82,13 @@ public struct ProvisioningShell: Sendable {
                 throw ProvisioningError.failed(step: tool, detail: "waitpid: \(String(cString: strerror(errno)))")
             }
             if Date() >= deadline {
-                kill(pid, SIGTERM)
+                kill(-pid, SIGTERM)
                 let killAt = Date().addingTimeInterval(5)
                 while waitpid(pid, &status, WNOHANG) == 0 {
-                    if Date() >= killAt { kill(pid, SIGKILL); _ = waitpid(pid, &status, 0); break }
+                    if Date() >= killAt { kill(-pid, SIGKILL); _ = waitpid(pid, &status, 0); break }
                     usleep(20_000)
                 }
+                kill(-pid, SIGKILL)  // whatever of the group outlived its leader
                 throw ProvisioningError.failed(
                     step: argv.prefix(3).joined(separator: " "),
                     detail: "no result after \(Int(timeout)) s, stopped it — check the network/mirror; output: \(outPath)")
@@ -102,7 +116,7 @@ public struct ProvisioningShell: Sendable {
         return r
     }
 
-    /// posix_spawn with a clean signal state: callers run on Dispatch/cooperative threads
+    /// posix_spawn in a new process group with a clean signal state: callers run on Dispatch/cooperative threads
     /// whose blocked-signal mask a child would otherwise inherit (then SIGTERM never reaches
     /// it, and `Process.terminate()` does nothing). stdin is /dev/null; stdout and stderr go
     /// to `output`.
@@ -122,7 +136,8 @@ public struct ProvisioningShell: Sendable {
         sigemptyset(&defaults)
         for sig in [SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGPIPE, SIGCHLD] { sigaddset(&defaults, sig) }
         posix_spawnattr_setsigdefault(&attr, &defaults)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        posix_spawnattr_setpgroup(&attr, 0)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, output, 1)
         posix_spawn_file_actions_adddup2(&actions, output, 2)
