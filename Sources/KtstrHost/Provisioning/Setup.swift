@@ -66,7 +66,10 @@ extension Provisioning {
             onStep(s)
             return SetupReport(cacheDirectory: cacheDirectory, steps: [s], seconds: 0)
         }
-        defer { close(lock) }
+        defer {
+            try? FileManager.default.removeItem(atPath: scratchParent)
+            close(lock)
+        }
 
         step("packages") {
             let r = try ensureSystemPackages(shell: shell, progress: progress)
