@@ -1,9 +1,98 @@
-// Stub: replaced by the issue that owns `ktstr run`.
+import Foundation
+import KtstrHost
+
+/// `ktstr run`: one scheduler + workload in a fresh VM; the outcome on stdout.
 struct RunCommand: CLICommand {
     let name = "run"
     let summary = "run a scheduler and a workload in a fresh VM"
-    let help = "USAGE: ktstr run"
+    let help = """
+        USAGE: ktstr run [--scheduler simple|fault|none|PATH] [--scheduler-args "ARGS"]
+                         [--workload spinners:4|sleepers:4|pingpong:1|forkstorm:2|idle]
+                         [--cpus N] [--memory MiB] [--duration S] [--timeout S]
+                         [--backend auto|kvm|qemu|qemu-tcg] [--kernel PATH] [--artifacts DIR] [--json]
+
+        Boots the guest kernel, starts the scheduler, runs the workload for --duration seconds
+        (default 3), stops the scheduler and reports how it exited. Exit status 0 whenever the
+        run completed, whatever the scheduler did; 1 when the run itself could not happen.
+        --json prints the RunOutcome as JSON on stdout; progress goes to stderr.
+        """
+
     func run(_ args: inout Arguments) async throws -> Int32 {
-        throw CLIError("'run' is not implemented yet")
+        let schedName = try args.option("scheduler") ?? "simple"
+        let schedArgs = (try args.option("scheduler-args") ?? "").split(separator: " ").map(String.init)
+        let workload = try Self.parseWorkload(try args.option("workload") ?? "spinners:2")
+        let cpus = try args.intOption("cpus") ?? 2
+        let memory = try args.intOption("memory") ?? 512
+        let duration = try args.doubleOption("duration") ?? 3
+        let timeout = try args.doubleOption("timeout") ?? 180
+        let backendText = try args.option("backend") ?? "auto"
+        let kernel = try args.option("kernel")
+        let artifacts = try args.option("artifacts")
+        let json = args.flag("json")
+        try args.finish()
+
+        guard (1...64).contains(cpus) else { throw CLIError("--cpus must be 1...64", status: 2) }
+        guard (128...65536).contains(memory) else { throw CLIError("--memory must be 128...65536 MiB", status: 2) }
+        guard duration >= 0, duration <= 3600 else { throw CLIError("--duration must be 0...3600 s", status: 2) }
+        guard let backend = BackendChoice(rawValue: backendText) else {
+            throw CLIError("--backend must be auto, kvm, qemu or qemu-tcg, not '\(backendText)'", status: 2)
+        }
+        let scheduler: SchedulerSpec = switch schedName {
+        case "none": .none
+        case "simple": .simple(args: schedArgs)
+        case "fault": .fault(args: schedArgs)
+        default: .binary(path: schedName, args: schedArgs)
+        }
+        let vm = VMConfig(cpus: cpus, memoryMiB: memory, kernel: kernel, backend: backend, timeoutSeconds: timeout)
+        Progress.step("booting \(cpus) vCPUs / \(memory) MiB, scheduler \(schedName), workload \(workload.kind.rawValue)×\(workload.count) for \(duration) s")
+        let outcome = try await SchedulerRun.run(vm: vm, scheduler: scheduler, workload: workload,
+                                                 duration: .milliseconds(Int(duration * 1000)),
+                                                 artifactsDirectory: artifacts, log: .default)
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            FileHandle.standardOutput.write(try enc.encode(outcome) + Data("\n".utf8))
+        } else {
+            print(Self.summary(outcome))
+        }
+        return 0
+    }
+
+    static func parseWorkload(_ s: String) throws -> WorkloadSpec {
+        if s == "idle" { return .idle }
+        let parts = s.split(separator: ":", maxSplits: 1).map(String.init)
+        let n = parts.count == 2 ? Int(parts[1]) : 1
+        guard let n, (0...256).contains(n) else { throw CLIError("--workload: count in '\(s)' must be 0...256", status: 2) }
+        switch parts[0] {
+        case "spinners": return .spinners(n)
+        case "sleepers": return .sleepers(n)
+        case "pingpong", "ping_pong": return .pingPong(pairs: n)
+        case "forkstorm", "fork_storm": return .forkStorm(n)
+        default: throw CLIError("--workload must be spinners:N, sleepers:N, pingpong:N, forkstorm:N or idle", status: 2)
+        }
+    }
+
+    static func summary(_ o: RunOutcome) -> String {
+        var s = "backend       \(o.backend.rawValue)\n"
+        s += "kernel        \(o.kernelRelease ?? "?")\n"
+        s += "boot          \(o.bootMillis.map { "\($0) ms" } ?? "-")   wall \(o.wallMillis) ms   machine \(o.machineExit)\n"
+        if let e = o.schedulerExit {
+            s += "exit          \(e.kind) (\(e.kindValue)) code \(e.code)\n"
+            s += "reason        \(e.reason)\n"
+            if !e.message.isEmpty { s += "message       \(e.message)\n" }
+        } else {
+            s += "exit          (no scheduler exit)\n"
+        }
+        for w in o.workers {
+            s += "worker \(w.index)      pid \(w.pid) cpu \(w.cpuNanos / 1_000_000) ms wait \(w.waitNanos / 1_000_000) ms runs \(w.runs) iterations \(w.iterations) last cpu \(w.lastCPU.map(String.init) ?? "?")\n"
+        }
+        for p in o.problems { s += "problem       \(p)\n" }
+        if let d = o.failureDump {
+            s += "failure dump  \(d.kind) (\(d.kindValue)), \(d.registers.count) vCPU register sets\n"
+        }
+        if o.schedulerExit == nil || o.problems.count > 0 {
+            s += "--- console tail ---\n" + String(o.consoleTail.suffix(3000))
+        }
+        return s
     }
 }

@@ -1,0 +1,139 @@
+// The workload: worker processes (the agent re-executes itself with `--ktstr-worker`), each
+// counting its work units in a small shared file so the count survives SIGKILL.
+import Glibc
+
+struct Worker {
+    var index: Int
+    var pid: pid_t
+    var counterPath: String
+}
+
+struct WorkerSample {
+    var cpuNanos: UInt64 = 0, waitNanos: UInt64 = 0, runs: UInt64 = 0, lastCPU: Int?
+}
+
+enum Workload {
+    static let selfExe = "/proc/self/exe"
+
+    /// Starts the workers; returns them or an error text.
+    static func start(_ w: Plan.Workload) -> Result<[Worker], Sys.SpawnError> {
+        var cgroupDir = ""
+        if let cg = w.cgroup {
+            cgroupDir = "/sys/fs/cgroup/" + cg
+            mkdir(cgroupDir, 0o755)
+        }
+        var workers: [Worker] = []
+        let procs = w.kind == "ping_pong" ? w.count * 2 : w.count
+        if w.kind == "ping_pong" {
+            for pair in 0..<w.count {
+                mkfifo("/tmp/ktstr-pp\(pair).ab", 0o600)
+                mkfifo("/tmp/ktstr-pp\(pair).ba", 0o600)
+            }
+        }
+        for i in 0..<procs {
+            let counter = "/tmp/ktstr-w\(i).count"
+            let args = ["--ktstr-worker", w.kind, String(i), String(w.periodMicros ?? 1000), cgroupDir]
+            switch Sys.spawn(selfExe, args, output: nil, env: ["PATH=/bin:/usr/bin"]) {
+            case let .success(pid): workers.append(Worker(index: i, pid: pid, counterPath: counter))
+            case let .failure(e):
+                stop(workers)
+                return .failure(e)
+            }
+        }
+        return .success(workers)
+    }
+
+    /// schedstat (cpu ns, wait ns, runs) and `stat` field 39 (last CPU) of a live worker.
+    static func sample(_ pid: pid_t) -> WorkerSample {
+        var s = WorkerSample()
+        if let t = Sys.readText("/proc/\(pid)/schedstat", limit: 256) {
+            let f = t.split(whereSeparator: { $0 == " " || $0 == "\n" })
+            if f.count >= 3 {
+                s.cpuNanos = UInt64(f[0]) ?? 0; s.waitNanos = UInt64(f[1]) ?? 0; s.runs = UInt64(f[2]) ?? 0
+            }
+        }
+        // Fields after the comm (which may contain spaces) start after the last ')'.
+        if let t = Sys.readText("/proc/\(pid)/stat", limit: 4096), let close = t.lastIndex(of: ")") {
+            let rest = t[t.index(after: close)...].split(separator: " ")
+            // rest[0] is field 3 (state); field 39 (processor) is rest[36].
+            if rest.count > 36 { s.lastCPU = Int(rest[36]) }
+        }
+        return s
+    }
+
+    static func stop(_ workers: [Worker]) {
+        for w in workers { kill(w.pid, SIGKILL) }
+        for w in workers { _ = Sys.waitFor(w.pid, millis: 5000) }
+    }
+
+    static func iterations(_ w: Worker) -> UInt64 {
+        guard let b = Sys.read(w.counterPath, limit: 8), b.count == 8 else { return 0 }
+        return b.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+    }
+}
+
+/// Entry point of a worker process: `--ktstr-worker <kind> <index> <periodMicros> <cgroupDir>`.
+enum WorkerMain {
+    static func run(_ args: [String]) -> Never {
+        guard args.count >= 5, let index = Int(args[2]), let period = Int(args[3]) else { _exit(2) }
+        let kind = args[1]
+        let name = String("ktstr-\(kind.prefix(5))\(index)".prefix(15))
+        Sys.write("/proc/self/comm", name)
+        if !args[4].isEmpty { Sys.write(args[4] + "/cgroup.procs", "0") }
+
+        let fd = open("/tmp/ktstr-w\(index).count", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0, ftruncate(fd, 8) == 0,
+              let map = mmap(nil, 8, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), map != MAP_FAILED else { _exit(3) }
+        let counter = map.bindMemory(to: UInt64.self, capacity: 1)
+        counter.pointee = 0
+
+        switch kind {
+        case "spinners":
+            while true {
+                var x: UInt64 = 0
+                for k in 0..<4096 { x = x &* 6364136223846793005 &+ UInt64(k) }
+                counter.pointee &+= 1 &+ (x == 42 ? 1 : 0)
+                // An opaque libc call makes the compiler store the counter every round (else
+                // it keeps it in a register of this never-ending loop) and keeps `x` live.
+                var ts = timespec()
+                clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+            }
+        case "sleepers":
+            while true {
+                usleep(useconds_t(period))
+                counter.pointee &+= 1
+            }
+        case "ping_pong":
+            let pair = index / 2
+            let first = index % 2 == 0
+            let ab = "/tmp/ktstr-pp\(pair).ab", ba = "/tmp/ktstr-pp\(pair).ba"
+            // Open order avoids a FIFO deadlock: both open `ab` first, then `ba`.
+            let wfd = first ? open(ab, O_WRONLY) : -1
+            let rfd0 = first ? -1 : open(ab, O_RDONLY)
+            let rfd = first ? open(ba, O_RDONLY) : rfd0
+            let wfd2 = first ? wfd : open(ba, O_WRONLY)
+            guard rfd >= 0, wfd2 >= 0 else { _exit(4) }
+            var b: UInt8 = 1
+            if first { _ = write(wfd2, &b, 1) }
+            while true {
+                guard read(rfd, &b, 1) == 1 else { _exit(0) }
+                counter.pointee &+= 1
+                guard write(wfd2, &b, 1) == 1 else { _exit(0) }
+            }
+        case "fork_storm":
+            while true {
+                let child = fork()
+                if child == 0 { _exit(0) }
+                if child > 0 {
+                    var st: Int32 = 0
+                    waitpid(child, &st, 0)
+                    counter.pointee &+= 1
+                } else {
+                    usleep(1000)
+                }
+            }
+        default:
+            while true { pause() }
+        }
+    }
+}

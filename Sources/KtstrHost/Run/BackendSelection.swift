@@ -1,0 +1,66 @@
+import Foundation
+
+/// Picks the VMM for a run: an explicit choice (argument, else `KTSTR_BACKEND`), or automatic:
+/// hardware virtualisation (vmx/svm in /proc/cpuinfo and /dev/kvm opens) → KVM, else TCG.
+///
+/// Our own KVMMachine lives on another branch; until it is wired in, "kvm" runs qemu with
+/// `-accel kvm` (same guest, same agent). A nested PVM /dev/kvm without vmx/svm cannot run a
+/// stock kernel (it dies at int3_selftest), which is why /dev/kvm alone is not enough.
+public enum BackendSelection {
+    public struct Decision: Sendable, Equatable {
+        public var backend: BackendKind
+        public var why: String
+    }
+
+    public enum SelectionError: Error, CustomStringConvertible {
+        case kvmUnavailable(String)
+        case unknown(String)
+        public var description: String {
+            switch self {
+            case let .kvmUnavailable(why): "backend kvm requested but \(why) — use KTSTR_BACKEND=qemu-tcg (or auto)"
+            case let .unknown(v): "KTSTR_BACKEND='\(v)' is not one of kvm, qemu, qemu-tcg, auto"
+            }
+        }
+    }
+
+    public struct Host: Sendable {
+        public var cpuinfo: String
+        public var kvmOpens: Bool
+        public static func probe() -> Host {
+            let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+            let fd = open("/dev/kvm", O_RDWR | O_CLOEXEC)
+            if fd >= 0 { close(fd) }
+            return Host(cpuinfo: info, kvmOpens: fd >= 0)
+        }
+        /// vmx/svm among the flags of the first CPU.
+        public var hasHardwareVirtualization: Bool {
+            guard let flags = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return false }
+            let words = Set(flags.split(separator: " "))
+            return words.contains("vmx") || words.contains("svm")
+        }
+    }
+
+    public static func decide(_ choice: BackendChoice, environment: [String: String] = ProcessInfo.processInfo.environment,
+                              host: Host = .probe()) throws -> Decision {
+        var effective = choice
+        if choice == .auto, let env = environment["KTSTR_BACKEND"], !env.isEmpty {
+            guard let c = BackendChoice(rawValue: env.lowercased()) else { throw SelectionError.unknown(env) }
+            effective = c
+        }
+        let kvmOK = host.hasHardwareVirtualization && host.kvmOpens
+        let kvmWhy = !host.kvmOpens ? "/dev/kvm cannot be opened" : "/proc/cpuinfo has no vmx/svm (nested PVM cannot boot Linux)"
+        switch effective {
+        case .kvm:
+            guard kvmOK else { throw SelectionError.kvmUnavailable(kvmWhy) }
+            return Decision(backend: .qemuKVM, why: "kvm requested; running qemu -accel kvm")
+        case .qemu:
+            return kvmOK ? Decision(backend: .qemuKVM, why: "qemu requested; KVM usable")
+                : Decision(backend: .qemuTCG, why: "qemu requested; \(kvmWhy), so TCG")
+        case .qemuTCG:
+            return Decision(backend: .qemuTCG, why: "qemu-tcg requested")
+        case .auto:
+            return kvmOK ? Decision(backend: .qemuKVM, why: "vmx/svm present and /dev/kvm opens")
+                : Decision(backend: .qemuTCG, why: "\(kvmWhy); using qemu TCG")
+        }
+    }
+}

@@ -1,0 +1,195 @@
+import Foundation
+
+/// One scheduler run: plan → initramfs → machine → agent channel → `RunOutcome`
+/// (docs/PROTOCOLS.md "KtstrHost entry point").
+public enum SchedulerRun {
+    public enum RunError: Error, CustomStringConvertible {
+        case setup(String)
+        public var description: String {
+            switch self { case let .setup(why): why }
+        }
+    }
+
+    /// Extra kernel arguments for every QEMU run (after `QEMUMachine.baseCmdline`).
+    static let cmdlineExtras = "loglevel=4 mitigations=off"
+
+    public static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
+                           artifactsDirectory: String?, log: Log) async throws -> RunOutcome {
+        try Task.checkCancellation()
+        let kernel = try Provisioning.kernel(explicit: vm.kernel)
+        let agent = try Provisioning.agentBinary()
+        let qemu = try Provisioning.qemuBinary()
+        let decision = try BackendSelection.decide(vm.backend)
+        log.info("backend \(decision.backend.rawValue): \(decision.why)")
+
+        let sched = try resolve(scheduler)
+        let durationMillis = Int(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
+        let attach = decision.backend == .qemuTCG ? 30_000 : 10_000
+        let plan = RunPlan(
+            scheduler: sched.map { RunPlan.Scheduler(path: InitramfsAssembler.schedulerGuestPath, args: $0.args, name: $0.name) },
+            workload: RunPlan.Workload(kind: workload.kind.rawValue, count: workload.count,
+                                       periodMicros: workload.periodMicros, cgroup: workload.cgroup),
+            durationMillis: durationMillis, kallsyms: FailureMonitor.requiredSymbols, attachTimeoutMillis: attach,
+            deadlineMillis: max(5000, Int(vm.timeoutSeconds * 1000) - 5000))
+        let planJSON = try JSONEncoder().encode(plan)
+        let image = try InitramfsAssembler(agentPath: agent, schedulerPath: sched?.path, planJSON: [UInt8](planJSON)).assemble()
+        log.debug("initramfs: \(image.bytes.count >> 10) KiB, \(image.files.count) files")
+        let initrd = try UnlinkedFile(contents: image.bytes)
+
+        let units = await VMSlots.shared.acquire(vcpus: vm.cpus)
+        defer { Task { await VMSlots.shared.release(units) } }
+        try Task.checkCancellation()
+
+        let monitor = FailureMonitor(log: log)
+        let monitorQueue = DispatchQueue(label: "ktstr.monitor")
+        let machineBox = MachineBox()
+        let collector = RunCollector(log: log) { syms in
+            // Off the reader thread: the monitor may take a while, the pipe must keep draining.
+            monitorQueue.async {
+                guard let m = machineBox.machine else { return }
+                monitor.start(machine: m, kallsyms: syms, vmlinux: kernel.vmlinux)
+            }
+        }
+        let machine = QEMUMachine(.init(
+            qemuPath: qemu, kernelPath: kernel.image, initrdFD: initrd.fd,
+            kernelCmdline: QEMUMachine.baseCmdline + " " + cmdlineExtras + extraCmdline(),
+            topology: vm.topology, memoryMiB: vm.memoryMiB,
+            accelerator: decision.backend == .qemuKVM ? .kvm : .tcg,
+            console: { collector.consoleBytes($0) }, channel: { collector.channelBytes($0) }), log: log)
+        machineBox.machine = machine
+
+        let started = ContinuousClock.now
+        let exit: MachineExit = try await withTaskCancellationHandler {
+            try await Blocking.run {
+                try machine.start()
+                return machine.wait(timeout: .milliseconds(Int(vm.timeoutSeconds * 1000)))
+            }
+        } onCancel: {
+            machine.kill()
+        }
+        let wall = ContinuousClock.now - started
+        let dump = monitorQueue.sync { monitor.finish() }
+        var outcome = assemble(collector: collector, backend: decision.backend, started: started, wall: wall,
+                               exit: exit, dump: dump, expectScheduler: sched != nil)
+        if Task.isCancelled { outcome.problems.append("cancelled: the VM was killed") }
+        if let dir = artifactsDirectory { writeArtifacts(outcome, to: dir, log: log) }
+        try Task.checkCancellation()
+        return outcome
+    }
+
+    /// `KTSTR_CMDLINE` appends kernel arguments (debugging: `loglevel=7`, `sched_ext.*`).
+    static func extraCmdline() -> String {
+        let e = ProcessInfo.processInfo.environment["KTSTR_CMDLINE"] ?? ""
+        return e.isEmpty ? "" : " " + e
+    }
+
+    struct ResolvedScheduler { var path: String; var args: [String]; var name: String }
+
+    static func resolve(_ s: SchedulerSpec) throws -> ResolvedScheduler? {
+        switch s {
+        case .none: return nil
+        case let .simple(args): return ResolvedScheduler(path: try Provisioning.scheduler("simple"), args: args, name: "simple")
+        case let .fault(args): return ResolvedScheduler(path: try Provisioning.scheduler("fault"), args: args, name: "fault")
+        case let .binary(path, args):
+            guard FileManager.default.isExecutableFile(atPath: path) else {
+                throw RunError.setup("scheduler \(path) is not an executable file — pass the path of a built scheduler")
+            }
+            return ResolvedScheduler(path: path, args: args, name: (path as NSString).lastPathComponent)
+        }
+    }
+
+    static func assemble(collector: RunCollector, backend: BackendKind, started: ContinuousClock.Instant, wall: Duration,
+                         exit: MachineExit, dump: FailureDump?, expectScheduler: Bool) -> RunOutcome {
+        let snap = collector.snapshot
+        var o = RunOutcome(backend: backend, wallMillis: millis(wall), failureDump: dump,
+                           consoleTail: collector.consoleTail, machineExit: exit.description)
+        if let h = snap.helloAt { o.bootMillis = millis(h - started) }
+        var sawDone = false, sawExit = false
+        for m in snap.messages {
+            switch m {
+            case let .hello(release, _, _): o.kernelRelease = release
+            case let .schedulerExit(e, _): o.schedulerExit = e; sawExit = true
+            case let .workers(w): o.workers = w
+            case let .log(_, text): o.schedulerLog = text
+            case let .problem(p): o.problems.append(p)
+            case .done: sawDone = true
+            default: break
+            }
+        }
+        if snap.helloAt == nil {
+            o.problems.append("the guest never said hello (kernel panic, agent crash or boot too slow) — see consoleTail")
+        } else if !sawDone {
+            o.problems.append("the agent did not finish (machine \(exit)) — see consoleTail")
+        }
+        if expectScheduler, !sawExit, snap.helloAt != nil, !o.problems.contains(where: { $0.contains("scheduler") }) {
+            o.problems.append("no scheduler exit was reported")
+        }
+        if case .timeout = exit { o.problems.append("the VM ran past its timeout and was killed") }
+        return o
+    }
+
+    static func millis(_ d: Duration) -> Int {
+        Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
+    }
+
+    static func writeArtifacts(_ o: RunOutcome, to dir: String, log: Log) {
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try enc.encode(o).write(to: URL(fileURLWithPath: dir + "/outcome.json"))
+            try Data(o.consoleTail.utf8).write(to: URL(fileURLWithPath: dir + "/console.log"))
+            if let l = o.schedulerLog { try Data(l.utf8).write(to: URL(fileURLWithPath: dir + "/scheduler.log")) }
+        } catch {
+            log.warning("cannot write artifacts to \(dir): \(error)")
+        }
+    }
+}
+
+/// The machine, once created, for the hello callback (set before the machine starts).
+final class MachineBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: QEMUMachine?
+    var machine: QEMUMachine? {
+        get { lock.lock(); defer { lock.unlock() }; return value }
+        set { lock.lock(); value = newValue; lock.unlock() }
+    }
+}
+
+/// A file with no name: written to /dev/shm (or /tmp), unlinked at once, kept as an fd.
+/// qemu reads it as /proc/self/fd/N; nothing remains on disk whatever happens.
+final class UnlinkedFile: @unchecked Sendable {
+    let fd: Int32
+
+    init(contents: [UInt8]) throws {
+        let dir = FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm" : NSTemporaryDirectory()
+        let path = "\(dir)/ktstr-initrd-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SchedulerRun.RunError.setup("cannot create \(path): \(String(cString: strerror(errno))) — free space in \(dir)") }
+        unlink(path)
+        self.fd = fd
+        var off = 0
+        while off < contents.count {
+            let n = contents[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                close(fd)
+                throw SchedulerRun.RunError.setup("cannot write the initramfs: \(String(cString: strerror(errno)))")
+            }
+            off += n
+        }
+    }
+
+    deinit { close(fd) }
+}
+
+/// Runs blocking work (qemu start + wait) on its own thread, off the cooperative pool.
+enum Blocking {
+    static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { cont in
+            let t = Thread { cont.resume(with: Result { try body() }) }
+            t.name = "ktstr-vm-wait"
+            t.start()
+        }
+    }
+}

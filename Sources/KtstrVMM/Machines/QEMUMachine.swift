@@ -1,0 +1,363 @@
+import Foundation
+import Glibc
+
+/// The fallback backend: a `qemu-system-x86_64` process (`-M pc`, TCG or KVM) booting the
+/// kernel directly, with the console on COM1 and the agent channel on COM2 (both host pipes),
+/// guest RAM in a shared memory file the host maps too, and QMP for stop/cont/registers.
+///
+/// Nothing is left on disk, on any path: the RAM file is unlinked right after it is created
+/// (qemu opens it as /proc/self/fd/3), the initrd is passed the same way by the caller, and
+/// the QMP socket lives in the abstract namespace. qemu runs under a small `sh` in its own
+/// process group that kills it when the host process goes away (its stdin is a pipe whose
+/// write end only this process holds: EOF means we died).
+public final class QEMUMachine: Machine, @unchecked Sendable {
+    public enum Accelerator: String, Sendable { case tcg, kvm }
+
+    public struct Configuration: Sendable {
+        public var qemuPath: String
+        public var kernelPath: String
+        /// An open fd of the initrd (may be unlinked); passed to qemu as /proc/self/fd/6.
+        public var initrdFD: Int32?
+        public var kernelCmdline: String
+        public var topology: Topology
+        public var memoryMiB: Int
+        public var accelerator: Accelerator
+        public var console: ByteSink
+        public var channel: ByteSink
+
+        public init(qemuPath: String, kernelPath: String, initrdFD: Int32?, kernelCmdline: String, topology: Topology,
+                    memoryMiB: Int, accelerator: Accelerator, console: @escaping ByteSink, channel: @escaping ByteSink) {
+            self.qemuPath = qemuPath; self.kernelPath = kernelPath; self.initrdFD = initrdFD
+            self.kernelCmdline = kernelCmdline; self.topology = topology; self.memoryMiB = memoryMiB
+            self.accelerator = accelerator; self.console = console; self.channel = channel
+        }
+    }
+
+    public enum QEMUError: Error, CustomStringConvertible {
+        case notStarted
+        case setup(String)
+        case spawn(String)
+        case exitedEarly(String)
+        public var description: String {
+            switch self {
+            case .notStarted: "qemu: the machine is not running — call start() first"
+            case let .setup(why): "qemu: \(why)"
+            case let .spawn(why): "qemu: cannot start: \(why) — check that qemu-system-x86 is installed"
+            case let .exitedEarly(stderr): "qemu exited during startup: \(stderr) — check the kernel path and memory size"
+            }
+        }
+    }
+
+    /// The kernel command line every QEMU run starts with.
+    public static let baseCmdline = "console=ttyS0 reboot=k panic=-1 nokaslr rdinit=/init"
+
+    public let backend: BackendKind
+    public var vcpuCount: Int { config.topology.vcpuCount }
+    public let config: Configuration
+    private let log: Log
+
+    private let state = NSLock()
+    private var pid: pid_t = 0
+    private var exitStatus: Int32?
+    private var killedByUs = false
+    private var memory: GuestMemory?
+    private var memFD: Int32 = -1
+    private var watchdogWrite: Int32 = -1
+    private var qmp: QMPClient?
+    private var readers: [Thread] = []
+    private let stderrText = LockedText(limit: 8192)
+    private static let counter = AtomicCounter()
+    /// Serialises fd creation + spawn across machines (see start()).
+    static let spawnLock = NSLock()
+
+    public init(_ config: Configuration, log: Log = .default) {
+        self.config = config
+        self.log = log
+        backend = config.accelerator == .kvm ? .qemuKVM : .qemuTCG
+    }
+
+    deinit {
+        kill()
+        reap(blocking: true)
+        closeFDs()
+    }
+
+    public var guestMemory: GuestMemory {
+        state.lock()
+        defer { state.unlock() }
+        // Before start there is no RAM; an empty mapping keeps the protocol non-throwing.
+        return memory ?? Self.emptyMemory
+    }
+    private static let emptyMemory: GuestMemory = (try? GuestMemory.anonymous(layout: [])) ?? { fatalError("empty GuestMemory") }()
+
+    /// qemu's argument vector (without the binary), fds 3..6 as set up by `start()`.
+    public func arguments(qmpName: String) -> [String] {
+        let t = config.topology
+        var a = ["-accel", config.accelerator.rawValue,
+                 "-M", "pc,memory-backend=ktstr-mem",
+                 "-object", "memory-backend-file,id=ktstr-mem,size=\(config.memoryMiB)M,mem-path=/proc/self/fd/3,share=on",
+                 "-m", "\(config.memoryMiB)M",
+                 "-smp", "\(t.vcpuCount),sockets=\(t.llcs),cores=\(t.coresPerLLC),threads=\(t.threadsPerCore)",
+                 "-nographic", "-nodefaults", "-no-reboot", "-no-user-config",
+                 "-kernel", config.kernelPath,
+                 "-append", config.kernelCmdline,
+                 "-chardev", "file,id=ktstr-con,path=/proc/self/fd/4", "-serial", "chardev:ktstr-con",
+                 "-chardev", "file,id=ktstr-chan,path=/proc/self/fd/5", "-serial", "chardev:ktstr-chan",
+                 "-chardev", "socket,id=ktstr-qmp,path=\(qmpName),abstract=on,server=on,wait=off",
+                 "-mon", "chardev=ktstr-qmp,mode=control"]
+        if config.accelerator == .kvm { a += ["-cpu", "host"] }
+        if config.initrdFD != nil { a += ["-initrd", "/proc/self/fd/6"] }
+        return a
+    }
+
+    /// Runs qemu under sh: the watchdog reads stdin (fd 7 after the dup) and kills qemu at EOF.
+    static let wrapper = """
+        exec 7<&0
+        "$@" </dev/null &
+        q=$!
+        { exec 3<&- 4>&- 5>&- 6<&-; read -r _ <&7; kill -9 $q; } >/dev/null 2>&1 &
+        w=$!
+        exec 3<&- 4>&- 5>&- 6<&- 7<&-
+        wait $q
+        rc=$?
+        kill $w 2>/dev/null
+        exit $rc
+        """
+
+    public func start() throws {
+        state.lock()
+        let already = pid != 0
+        state.unlock()
+        guard !already else { throw QEMUError.setup("start() called twice") }
+        let unique = "ktstr-\(getpid())-\(Self.counter.next())-\(UInt32.random(in: 0...UInt32.max))"
+        let ramBytes = UInt64(config.memoryMiB) << 20
+
+        // Guest RAM: a /dev/shm file unlinked at once; qemu and we keep it through fds.
+        let shm = "/dev/shm/\(unique)"
+        let mfd = open(shm, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard mfd >= 0 else { throw QEMUError.setup("cannot create \(shm): \(String(cString: strerror(errno)))") }
+        unlink(shm)
+        guard ftruncate(mfd, off_t(ramBytes)) == 0 else {
+            let e = errno
+            close(mfd)
+            throw QEMUError.setup("cannot size guest RAM to \(config.memoryMiB) MiB in /dev/shm: \(String(cString: strerror(e)))")
+        }
+        memFD = mfd
+
+        // pipe2 is not in the Glibc module: pipe + FD_CLOEXEC under the lock our spawns take,
+        // so no concurrently started qemu inherits these ends.
+        Self.spawnLock.lock()
+        var spawnLocked = true
+        defer { if spawnLocked { Self.spawnLock.unlock() } }
+        var con: [Int32] = [-1, -1], chan: [Int32] = [-1, -1], err: [Int32] = [-1, -1], dog: [Int32] = [-1, -1]
+        for i in 0..<4 {
+            var p: [Int32] = [-1, -1]
+            guard pipe(&p) == 0 else {
+                [con, chan, err].flatMap { $0 }.filter { $0 >= 0 }.forEach { close($0) }
+                throw QEMUError.setup("pipe: \(String(cString: strerror(errno)))")
+            }
+            for fd in p { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+            switch i { case 0: con = p; case 1: chan = p; case 2: err = p; default: dog = p }
+        }
+        let memory: GuestMemory
+        do {
+            memory = try GuestMemory.mapFile(path: "/proc/self/fd/\(mfd)", layout: QEMUMemoryLayout.pc(ramBytes: ramBytes))
+        } catch {
+            [con, chan, err, dog].flatMap { $0 }.forEach { close($0) }
+            throw error
+        }
+
+        let qmpName = unique + "-qmp"
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, dog[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, err[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, err[1], 2)
+        posix_spawn_file_actions_adddup2(&actions, mfd, 3)
+        posix_spawn_file_actions_adddup2(&actions, con[1], 4)
+        posix_spawn_file_actions_adddup2(&actions, chan[1], 5)
+        if let ifd = config.initrdFD { posix_spawn_file_actions_adddup2(&actions, ifd, 6) }
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        posix_spawnattr_setpgroup(&attr, 0)
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attr, &none)
+        var dfl = sigset_t()
+        sigemptyset(&dfl)
+        for s in [SIGPIPE, SIGINT, SIGTERM, SIGCHLD] { sigaddset(&dfl, s) }
+        posix_spawnattr_setsigdefault(&attr, &dfl)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        let argv = ["/bin/sh", "-c", Self.wrapper, "ktstr-qemu", config.qemuPath] + arguments(qmpName: qmpName)
+        log.debug("qemu: \(argv.dropFirst(4).joined(separator: " "))")
+        let cargv: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { cargv.forEach { free($0) } }
+        var child: pid_t = 0
+        let rc = posix_spawn(&child, "/bin/sh", &actions, &attr, cargv, environ)
+        // The child has its copies; ours of the write ends must go so readers see EOF.
+        for fd in [dog[0], err[1], con[1], chan[1]] { close(fd) }
+        Self.spawnLock.unlock()
+        spawnLocked = false
+        guard rc == 0 else {
+            for fd in [dog[1], err[0], con[0], chan[0]] { close(fd) }
+            throw QEMUError.spawn(String(cString: strerror(rc)))
+        }
+        state.lock()
+        pid = child
+        watchdogWrite = dog[1]
+        self.memory = memory
+        state.unlock()
+
+        startReader(fd: con[0], name: "console", sink: config.console)
+        startReader(fd: chan[0], name: "channel", sink: config.channel)
+        let errText = stderrText
+        startReader(fd: err[0], name: "stderr") { errText.append($0) }
+
+        // QMP comes up once qemu has parsed its options and built the machine.
+        let deadline = ContinuousClock.now + .seconds(20)
+        while qmp == nil {
+            if reap(blocking: false) {
+                throw QEMUError.exitedEarly(stderrText.text.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+            if let c = try? QMPClient(abstractName: qmpName, timeout: .seconds(5)) {
+                state.lock(); qmp = c; state.unlock()
+                break
+            }
+            guard ContinuousClock.now < deadline else {
+                kill()
+                throw QEMUError.setup("QMP did not come up within 20 s (\(stderrText.text))")
+            }
+            usleep(20_000)
+        }
+        log.debug("qemu: pid \(child) started (\(backend.rawValue), \(config.topology), \(config.memoryMiB) MiB)")
+    }
+
+    private func startReader(fd: Int32, name: String, sink: @escaping ByteSink) {
+        let t = Thread {
+            var buf = [UInt8](repeating: 0, count: 16384)
+            while true {
+                let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { break }
+                sink(buf[0..<n])
+            }
+            close(fd)
+        }
+        t.name = "ktstr-qemu-\(name)"
+        t.start()
+        readers.append(t)
+    }
+
+    private func requireQMP() throws -> QMPClient {
+        state.lock()
+        defer { state.unlock() }
+        guard let q = qmp, exitStatus == nil else { throw QEMUError.notStarted }
+        return q
+    }
+
+    public func freeze(timeout: Duration) throws -> [VCPURegisterSnapshot] {
+        let q = try requireQMP()
+        try q.execute("stop", timeout: timeout)
+        let text = try q.human("info registers -a", timeout: timeout)
+        let regs = QEMURegisterParser.parse(text)
+        guard regs.count == vcpuCount else {
+            throw QEMUError.setup("info registers gave \(regs.count) of \(vcpuCount) vCPUs")
+        }
+        return regs
+    }
+
+    public func thaw() throws {
+        try requireQMP().execute("cont")
+    }
+
+    /// The exit as qemu saw it: status 0 after the guest reset (-no-reboot) or powered off.
+    public func wait(timeout: Duration) -> MachineExit {
+        let deadline = ContinuousClock.now + timeout
+        while !reap(blocking: false) {
+            if ContinuousClock.now >= deadline {
+                log.warning("qemu: no exit within \(timeout); killing it")
+                kill()
+                reap(blocking: true)
+                return .timeout
+            }
+            usleep(10_000)
+        }
+        for t in readers { _ = t } // readers end on EOF by themselves
+        state.lock()
+        let st = exitStatus ?? 0, killed = killedByUs
+        state.unlock()
+        if killed { return .killed }
+        if st & 0x7F == 0, (st >> 8) & 0xFF == 0 { return .shutdown }
+        let why = st & 0x7F == 0 ? "exit status \((st >> 8) & 0xFF)" : "signal \(st & 0x7F)"
+        return .fatal("qemu \(why): \(stderrText.text.trimmingCharacters(in: .whitespacesAndNewlines))")
+    }
+
+    /// qemu's own stderr (errors about options, files, accelerators).
+    public var qemuStderr: String { stderrText.text }
+
+    public func kill() {
+        state.lock()
+        defer { state.unlock() }
+        guard pid > 0, exitStatus == nil else { return }
+        killedByUs = true
+        // The whole group: sh, its watchdog and qemu.
+        Glibc.kill(-pid, SIGKILL)
+    }
+
+    /// Reaps the sh wrapper; true once it has exited.
+    @discardableResult
+    private func reap(blocking: Bool) -> Bool {
+        state.lock()
+        defer { state.unlock() }
+        guard pid > 0 else { return true }
+        if exitStatus != nil { return true }
+        var st: Int32 = 0
+        while true {
+            let r = waitpid(pid, &st, blocking ? 0 : WNOHANG)
+            if r < 0 && errno == EINTR { continue }
+            if r == pid || (r < 0 && errno == ECHILD) {
+                exitStatus = r == pid ? st : 0
+                // Anything left in the group (qemu if sh died first) goes too.
+                Glibc.kill(-pid, SIGKILL)
+                closeWatchdogLocked()
+                return true
+            }
+            return false
+        }
+    }
+
+    private func closeWatchdogLocked() {
+        if watchdogWrite >= 0 { close(watchdogWrite); watchdogWrite = -1 }
+    }
+
+    private func closeFDs() {
+        state.lock()
+        defer { state.unlock() }
+        closeWatchdogLocked()
+        if memFD >= 0 { close(memFD); memFD = -1 }
+        qmp = nil
+    }
+}
+
+/// A bounded, lock-protected text buffer (qemu's stderr).
+final class LockedText: @unchecked Sendable {
+    private let lock = NSLock()
+    private var bytes: [UInt8] = []
+    private let limit: Int
+    init(limit: Int) { self.limit = limit }
+    func append(_ b: ArraySlice<UInt8>) {
+        lock.lock(); defer { lock.unlock() }
+        bytes += b
+        if bytes.count > limit { bytes.removeFirst(bytes.count - limit) }
+    }
+    var text: String { lock.lock(); defer { lock.unlock() }; return String(decoding: bytes, as: UTF8.self) }
+}
+
+final class AtomicCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func next() -> Int { lock.lock(); defer { lock.unlock() }; value += 1; return value }
+}
