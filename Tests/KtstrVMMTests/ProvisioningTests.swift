@@ -255,3 +255,46 @@ import Testing
         #expect(missing == ["ktstr-no-such-package"])
     }
 }
+
+@Suite struct CustomSchedulerTests {
+    @Test func stemIsTheOnlyBPFSourceOrTheGivenName() throws {
+        let dir = try ProvisioningFiles.scratchDirectory(in: NSTemporaryDirectory(), prefix: "ktstr-custom-test")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(throws: ProvisioningError.self) { try Provisioning.schedulerStem(in: dir, name: nil) }
+        for f in ["scx_a.bpf.c", "scx_a.c"] { try ProvisioningFiles.writeAtomically(Data(), to: dir + "/" + f) }
+        #expect(try Provisioning.schedulerStem(in: dir, name: nil) == "scx_a")
+        try ProvisioningFiles.writeAtomically(Data(), to: dir + "/scx_b.bpf.c")
+        #expect(throws: ProvisioningError.self) { try Provisioning.schedulerStem(in: dir, name: nil) }
+        #expect(try Provisioning.schedulerStem(in: dir, name: "scx_a") == "scx_a")
+        // scx_b has no loader.
+        #expect(throws: ProvisioningError.self) { try Provisioning.schedulerStem(in: dir, name: "scx_b") }
+        #expect(Provisioning.pathHash("/a") != Provisioning.pathHash("/b"))
+    }
+}
+
+extension CustomSchedulerTests {
+    static var kernelSources: String {
+        Provisioning.cacheDirectory + "/src/linux-\(Provisioning.majorMinor(Provisioning.defaultKernelVersion))/tools/sched_ext"
+    }
+    static var setupDone: Bool {
+        (try? Provisioning.scheduler("fault")) != nil && FileManager.default.fileExists(atPath: kernelSources + "/scx_cpu0.bpf.c")
+    }
+
+    /// Builds the kernel's scx_cpu0 from a copy, as a downstream repository's scheduler.
+    @Test(.enabled(if: setupDone, "needs `swift run ktstr setup` (built schedulers and sources)"))
+    func buildsADownstreamSchedulerWithTheSharedToolchain() throws {
+        // A fixed directory: same path, same cache entry, so reruns are cached.
+        let dir = NSTemporaryDirectory() + "/ktstr-custom-sched-test"
+        try? FileManager.default.removeItem(atPath: dir)
+        try ProvisioningFiles.makeDirectory(dir)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for f in ["scx_cpu0.bpf.c", "scx_cpu0.c"] {
+            try FileManager.default.copyItem(atPath: Self.kernelSources + "/" + f, toPath: dir + "/" + f)
+        }
+        let binary = try Provisioning.buildScheduler(sourceDirectory: dir, log: .silent)
+        #expect(binary.hasSuffix("/scx_cpu0"))
+        #expect(access(binary, X_OK) == 0)
+        // Second call: cached, same path.
+        #expect(try Provisioning.buildScheduler(sourceDirectory: dir, log: .silent) == binary)
+    }
+}
