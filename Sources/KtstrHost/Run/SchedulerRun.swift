@@ -15,9 +15,17 @@ public enum SchedulerRun {
 
     public static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
                            artifactsDirectory: String?, log: Log) async throws -> RunOutcome {
+        try await run(vm: vm, scheduler: scheduler, workload: workload, duration: duration,
+                      artifactsDirectory: artifactsDirectory, log: log, agentPath: nil)
+    }
+
+    /// `agentPath` replaces the provisioned agent (tests: a program that is not the agent, to
+    /// check what a guest that dies early yields).
+    static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
+                    artifactsDirectory: String?, log: Log, agentPath: String?) async throws -> RunOutcome {
         try Task.checkCancellation()
         let kernel = try Provisioning.kernel(explicit: vm.kernel)
-        let agent = try Provisioning.agentBinary()
+        let agent = try agentPath ?? Provisioning.agentBinary()
         let qemu = try Provisioning.qemuBinary()
         let decision = try BackendSelection.decide(vm.backend)
         log.info("backend \(decision.backend.rawValue): \(decision.why)")
@@ -59,13 +67,21 @@ public enum SchedulerRun {
         machineBox.machine = machine
 
         let started = ContinuousClock.now
-        let exit: MachineExit = try await withTaskCancellationHandler {
-            try await Blocking.run {
-                try machine.start()
-                return machine.wait(timeout: .milliseconds(Int(vm.timeoutSeconds * 1000)))
+        let exit: MachineExit
+        do {
+            exit = try await withTaskCancellationHandler {
+                try await Blocking.run {
+                    try machine.start()
+                    return machine.wait(timeout: .milliseconds(Int(vm.timeoutSeconds * 1000)))
+                }
+            } onCancel: {
+                machine.kill()
             }
-        } onCancel: {
+        } catch {
+            // A kill from the cancellation handler makes start() fail: report the cancellation.
             machine.kill()
+            try Task.checkCancellation()
+            throw error
         }
         let wall = ContinuousClock.now - started
         let dump = monitorQueue.sync { monitor.finish() }

@@ -220,6 +220,8 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         let deadline = ContinuousClock.now + .seconds(20)
         while qmp == nil {
             if reap(blocking: false) {
+                state.lock(); let killed = killedByUs; state.unlock()
+                if killed { throw QEMUError.setup("killed while starting") }
                 throw QEMUError.exitedEarly(stderrText.text.trimmingCharacters(in: .whitespacesAndNewlines))
             }
             if let c = try? QMPClient(abstractName: qmpName, timeout: .seconds(5)) {

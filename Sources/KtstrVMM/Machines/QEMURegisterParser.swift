@@ -19,7 +19,7 @@ public enum QEMURegisterParser {
                                             cr4: regs["CR4"], efer: regs["EFER"], gprs: gprs,
                                             halted: regs["HLT"].map { $0 != 0 }))
         }
-        for raw in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
+        for raw in text.split(whereSeparator: \.isNewline) { // "\r\n" is one Character
             let line = Substring(raw)
             if line.hasPrefix("CPU#") {
                 flush()
