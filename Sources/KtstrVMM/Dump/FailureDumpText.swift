@@ -1,0 +1,78 @@
+import Foundation
+
+extension FailureDump: CustomStringConvertible {
+    public var description: String { text }
+
+    /// Human-readable rendering: what a kernel developer reads first at the top.
+    public var text: String {
+        var o: [String] = []
+        func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+        o.append("=== sched_ext failure dump ===")
+        var head = "exit kind: \(kind) (\(kindValue))"
+        if let schedulerName { head += "  scheduler: \(schedulerName)" }
+        o.append(head)
+        if let reason { o.append("reason:    \(reason)") }
+        if let message { o.append("message:   \(message)") }
+        var line: [String] = []
+        if let exitCode { line.append("exit_code \(exitCode)") }
+        if let exitCPU { line.append("exit_cpu \(exitCPU)") }
+        if let flags { line.append("flags \(hex(flags))") }
+        if !line.isEmpty { o.append(line.joined(separator: "  ")) }
+        if let t = timing {
+            o.append(String(format: "timing (%@): trigger→settled %.2f ms, trigger→frozen %.2f ms, frozen→read %.2f ms, total %.2f ms",
+                            t.detectedBy, t.triggerToSettledMillis, t.triggerToFrozenMillis, t.frozenToReadMillis, t.totalMillis))
+        }
+        if !backtrace.isEmpty {
+            o.append("")
+            o.append("backtrace (\(backtrace.count) frames\(symbolSource.map { ", symbols from \($0)" } ?? "")):")
+            for (i, f) in backtrace.enumerated() {
+                o.append("  #\(i) \(f.address)  \(f.symbol ?? "?")")
+            }
+        }
+        if !registers.isEmpty {
+            o.append("")
+            o.append("vCPU registers at the freeze:")
+            for r in registers {
+                var s = "  cpu\(r.cpu): rip=\(hex(r.rip)) rsp=\(hex(r.rsp)) cr3=\(hex(r.cr3))"
+                if let f = r.rflags { s += " rflags=\(hex(f))" }
+                if r.halted == true { s += " (halted)" }
+                o.append(s)
+            }
+        }
+        if !cpus.isEmpty {
+            o.append("")
+            o.append("runqueues:")
+            for c in cpus {
+                var s = "  cpu\(c.cpu): nr_running=\(c.nrRunning.map(String.init) ?? "?") scx.nr_running=\(c.scxNrRunning.map(String.init) ?? "?")"
+                if let pid = c.currentPID { s += " curr=\(c.currentComm ?? "?")[\(pid)]" }
+                o.append(s)
+            }
+        }
+        if !maps.isEmpty {
+            o.append("")
+            o.append("BPF maps:")
+            for m in maps {
+                o.append("  [\(m.id)] \(m.name) \(m.type) key=\(m.keySize) value=\(m.valueSize) max_entries=\(m.maxEntries)")
+                for v in m.variables ?? [] { o.append("      \(v.name) = \(v.value)") }
+                if m.variables == nil, let bytes = m.contents {
+                    for row in stride(from: 0, to: min(bytes.count, 256), by: 16) {
+                        let chunk = bytes[row..<min(row + 16, bytes.count)]
+                        o.append("      " + String(format: "%04x ", row) + chunk.map { String(format: "%02x", $0) }.joined(separator: " "))
+                    }
+                    if bytes.count > 256 || m.contentsTruncated == true { o.append("      ...") }
+                }
+            }
+        }
+        if let schedulerDump, !schedulerDump.isEmpty {
+            o.append("")
+            o.append("kernel dump (scx_exit_info.dump\(schedulerDumpAfterThaw == true ? ", read after the thaw" : "")):")
+            o.append(schedulerDump)
+        }
+        if !problems.isEmpty {
+            o.append("")
+            o.append("not read:")
+            for p in problems { o.append("  - \(p)") }
+        }
+        return o.joined(separator: "\n")
+    }
+}

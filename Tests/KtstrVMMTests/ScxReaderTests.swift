@@ -1,0 +1,106 @@
+import Foundation
+import Testing
+@testable import KtstrVMM
+
+@Suite struct ScxReaderTests {
+    static func context(_ g: SyntheticGuest) throws -> KernelContext {
+        try KernelContext.resolve(memory: g.memory, symbols: g.symbols, vmlinux: nil, log: .silent)
+    }
+
+    @Test func contextComesFromGuestMemory() throws {
+        let g = try SyntheticGuest()
+        let ctx = try Self.context(g)
+        #expect(ctx.btfSource.contains("guest memory"))
+        #expect(ctx.space.physBase == 0 && ctx.space.pageOffsetBase == SyntheticGuest.pob)
+        #expect(ctx.space.walker?.levels == 4)
+        #expect(ctx.layout.kindName(1028) == "error_rescue") // named by the guest's BTF, not our table
+        #expect(ctx.layout.kindName(1026) == .errorStall)
+    }
+
+    @Test func exitInfoIsReadThroughBTFOffsets() throws {
+        let g = try SyntheticGuest(exitKind: 1025)
+        let ctx = try Self.context(g)
+        let r = ScxReader(space: ctx.space, layout: ctx.layout, symbols: ctx.symbols)
+        let sched = try #require(try r.schedPointer())
+        #expect(try r.exitKind(sched: sched) == 1025)
+        var d = FailureDump(kind: .errorBPF, kindValue: 1025)
+        let bt = r.readExitInfo(sched: sched, into: &d)
+        #expect(d.problems.isEmpty)
+        #expect(d.schedulerName == "fault")
+        #expect(d.exitCode == -7 && d.exitCPU == 1 && d.flags == 3)
+        #expect(d.reason == "scx_bpf_error")
+        #expect(d.message == "ktstr-fault: error after 100 enqueues")
+        #expect(bt.count == 4 && d.backtrace.count == 4)
+        #expect(d.schedulerDump?.contains("Event counters") == true)
+        r.readCPUs(count: 2, into: &d)
+        #expect(d.cpus == [CPUState(cpu: 0, nrRunning: 3, scxNrRunning: 2, currentPID: 100, currentComm: "spinner0"),
+                           CPUState(cpu: 1, nrRunning: 4, scxNrRunning: 3, currentPID: 101, currentComm: "spinner1")])
+    }
+
+    @Test func mapsAreWalkedAndGlobalsDecoded() throws {
+        let g = try SyntheticGuest(exitKind: 1025)
+        let ctx = try Self.context(g)
+        var d = FailureDump(kind: .errorBPF, kindValue: 1025)
+        BPFMapReader(space: ctx.space, layout: try #require(ctx.layout.maps)).readAll(idr: g.symbols["map_idr"]!, into: &d)
+        #expect(d.problems.isEmpty)
+        #expect(d.maps.map(\.name) == ["task_ctx", "fault_bpf.bss"])
+        let hash = try #require(d.map(named: "task_ctx"))
+        #expect(hash.type == "hash" && hash.id == 7 && hash.maxEntries == 1024 && hash.contentsHex == nil)
+        let bss = try #require(d.map(named: ".bss"))
+        #expect(bss.type == "array" && bss.valueSize == 16 && bss.contents?.count == 16)
+        #expect(bss.variable("nr_enqueued")?.integer == 4242)
+        #expect(bss.variable("error_after")?.integer == -100)   // signed, through a volatile
+        #expect(bss.variable("stall")?.value == "1")
+    }
+
+    @Test func corruptPointersBecomeProblemsNotCrashes() throws {
+        let g = try SyntheticGuest(exitKind: 1025)
+        let ctx = try Self.context(g)
+        let r = ScxReader(space: ctx.space, layout: ctx.layout, symbols: ctx.symbols)
+        let sched = try #require(try r.schedPointer())
+        // msg → non-canonical; bt_len → huge; exit_info → out of RAM.
+        try g.memory.write(UInt64(0x1234_5678_9ABC_DEF0), at: g.exitInfoGPA + UInt64(g.eiMsgOffset))
+        try g.memory.write(UInt32(0xFFFF_FFFF), at: g.exitInfoGPA + UInt64(g.eiBTLenOffset))
+        var d = FailureDump(kind: .errorBPF, kindValue: 1025)
+        r.readExitInfo(sched: sched, into: &d)
+        #expect(d.message == nil)
+        #expect(d.problems.contains { $0.hasPrefix("exit_info.msg") })
+        #expect(d.problems.contains { $0.contains("bt_len") })
+        #expect(d.backtrace.count <= ScxReader.maxBacktrace)
+        let eiField = try ctx.btf.offset(of: "exit_info", in: "scx_sched")
+        try g.memory.write(SyntheticGuest.pob + (1 << 40), at: g.schedGPA + UInt64(eiField))
+        var d2 = FailureDump(kind: .errorBPF, kindValue: 1025)
+        r.readExitInfo(sched: sched, into: &d2)
+        #expect(d2.problems.count >= 1 && d2.message == nil)
+        // An xa_node whose slots all point back at itself: bounded walk, no hang.
+        let node: UInt64 = 0x12_0000
+        let slots = UInt64(try ctx.btf.offset(of: "slots", in: "xa_node"))
+        for i in 0..<64 { try g.memory.write(SyntheticGuest.dm(node) | 2, at: node + slots + UInt64(i * 8)) }
+        var d3 = FailureDump(kind: .errorBPF, kindValue: 1025)
+        BPFMapReader(space: ctx.space, layout: try #require(ctx.layout.maps)).readAll(idr: g.symbols["map_idr"]!, into: &d3)
+        #expect(d3.maps.isEmpty)
+    }
+
+    @Test func randomGarbageNeverCrashes() throws {
+        let g = try SyntheticGuest(exitKind: 1025)
+        let ctx = try Self.context(g)
+        var rng = SystemRandomNumberGenerator()
+        // Scribble random words over the exit info, runqueues and map structures, then read.
+        for round in 0..<50 {
+            for gpa in stride(from: UInt64(0x10_0000), to: 0x13_3000, by: 8) where UInt64.random(in: 0..<4, using: &rng) == 0 {
+                let v: UInt64 = round % 2 == 0 ? UInt64.random(in: 0...UInt64.max, using: &rng)
+                    : SyntheticGuest.pob + UInt64.random(in: 0..<(SyntheticGuest.ram * 2), using: &rng)
+                try g.memory.write(v, at: gpa)
+            }
+            let r = ScxReader(space: ctx.space, layout: ctx.layout, symbols: ctx.symbols)
+            var d = FailureDump(kind: .error, kindValue: 1024)
+            if let s = try? r.schedPointer() {
+                r.readExitInfo(sched: s, into: &d)
+                r.readCPUs(count: 2, into: &d)
+            }
+            BPFMapReader(space: ctx.space, layout: try #require(ctx.layout.maps)).readAll(idr: g.symbols["map_idr"]!, into: &d)
+            #expect((d.schedulerDump?.utf8.count ?? 0) <= ScxReader.maxDump)
+            #expect(d.maps.allSatisfy { ($0.contents?.count ?? 0) <= BPFMapReader.maxContents })
+        }
+    }
+}
