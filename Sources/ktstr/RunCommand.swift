@@ -96,7 +96,7 @@ struct RunCommand: CLICommand {
         if let d = o.failureDump {
             s += "--- failure dump (read from the frozen guest) ---\n" + d.text + "\n"
         }
-        if o.schedulerExit == nil || o.problems.count > 0 {
+        if !o.problems.isEmpty {
             s += "--- console tail ---\n" + String(o.consoleTail.suffix(3000))
         }
         return s

@@ -11,7 +11,7 @@ public enum SchedulerRun {
     }
 
     /// Extra kernel arguments for every QEMU run (after `QEMUMachine.baseCmdline`).
-    static let cmdlineExtras = "loglevel=4 mitigations=off"
+    static let cmdlineExtras = "loglevel=4 mitigations=off edd=off"
 
     public static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
                            artifactsDirectory: String?, log: Log) async throws -> RunOutcome {
