@@ -11,14 +11,21 @@ public enum SchedulerRun {
     }
 
     /// Extra kernel arguments for every QEMU run (after `QEMUMachine.baseCmdline`).
-    static let cmdlineExtras = "loglevel=4 mitigations=off"
+    static let cmdlineExtras = "loglevel=4 mitigations=off edd=off"
 
     public static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
                            artifactsDirectory: String?, log: Log) async throws -> RunOutcome {
+        try await run(vm: vm, scheduler: scheduler, workload: workload, duration: duration,
+                      artifactsDirectory: artifactsDirectory, log: log, agentPath: nil)
+    }
+
+    /// `agentPath` replaces the provisioned agent (tests: a program that is not the agent, to
+    /// check what a guest that dies early yields).
+    static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
+                    artifactsDirectory: String?, log: Log, agentPath: String?) async throws -> RunOutcome {
         try Task.checkCancellation()
         let kernel = try Provisioning.kernel(explicit: vm.kernel)
-        let agent = try Provisioning.agentBinary()
-        let qemu = try Provisioning.qemuBinary()
+        let agent = try agentPath ?? Provisioning.agentBinary()
         let decision = try BackendSelection.decide(vm.backend)
         log.info("backend \(decision.backend.rawValue): \(decision.why)")
 
@@ -34,7 +41,6 @@ public enum SchedulerRun {
         let planJSON = try JSONEncoder().encode(plan)
         let image = try InitramfsAssembler(agentPath: agent, schedulerPath: sched?.path, planJSON: [UInt8](planJSON)).assemble()
         log.debug("initramfs: \(image.bytes.count >> 10) KiB, \(image.files.count) files")
-        let initrd = try UnlinkedFile(contents: image.bytes)
 
         let units = await VMSlots.shared.acquire(vcpus: vm.cpus)
         defer { Task { await VMSlots.shared.release(units) } }
@@ -50,23 +56,48 @@ public enum SchedulerRun {
                 monitor.start(machine: m, kallsyms: syms, vmlinux: kernel.vmlinux)
             }
         }
-        let machine = QEMUMachine(.init(
-            qemuPath: qemu, kernelPath: kernel.image, initrdFD: initrd.fd,
-            kernelCmdline: QEMUMachine.baseCmdline + " " + cmdlineExtras + extraCmdline(),
-            topology: vm.topology, memoryMiB: vm.memoryMiB,
-            accelerator: decision.backend == .qemuKVM ? .kvm : .tcg,
-            console: { collector.consoleBytes($0) }, channel: { collector.channelBytes($0) }), log: log)
+        let console: ByteSink = { collector.consoleBytes($0) }
+        let channel: ByteSink = { collector.channelBytes($0) }
+        let machine: any Machine
+        let initrd: UnlinkedFile?
+        if decision.backend == .kvm {
+            initrd = nil
+            let boot = KVMMachine.bootImage(image: kernel.image, vmlinux: kernel.vmlinux)
+            if let note = boot.note { log.info(note) }
+            machine = try KVMMachine(KVMMachineConfiguration(
+                kernel: boot.path, initrd: image.bytes, commandLineExtra: extraCmdline(), topology: vm.topology,
+                memoryMiB: vm.memoryMiB, console: console, channel: channel, log: log))
+        } else {
+            let file = try UnlinkedFile(contents: image.bytes)
+            initrd = file
+            machine = QEMUMachine(.init(
+                qemuPath: try Provisioning.qemuBinary(), kernelPath: kernel.image, initrdFD: file.fd,
+                kernelCmdline: QEMUMachine.baseCmdline + " " + cmdlineExtras + extraCmdline(),
+                topology: vm.topology, memoryMiB: vm.memoryMiB,
+                accelerator: decision.backend == .qemuKVM ? .kvm : .tcg,
+                console: console, channel: channel), log: log)
+        }
         machineBox.machine = machine
 
         let started = ContinuousClock.now
-        let exit: MachineExit = try await withTaskCancellationHandler {
-            try await Blocking.run {
-                try machine.start()
-                return machine.wait(timeout: .milliseconds(Int(vm.timeoutSeconds * 1000)))
+        let exit: MachineExit
+        do {
+            exit = try await withTaskCancellationHandler {
+                try await Blocking.run {
+                    try machine.start()
+                    return machine.wait(timeout: .milliseconds(Int(vm.timeoutSeconds * 1000)))
+                }
+            } onCancel: {
+                machine.kill()
             }
-        } onCancel: {
+        } catch {
+            // A kill from the cancellation handler makes start() fail: report the cancellation.
             machine.kill()
+            try Task.checkCancellation()
+            throw error
         }
+        // The initrd fd must stay open until qemu has read it: keep the owner alive to here.
+        withExtendedLifetime(initrd) {}
         let wall = ContinuousClock.now - started
         let dump = monitorQueue.sync { monitor.finish() }
         var outcome = assemble(collector: collector, backend: decision.backend, started: started, wall: wall,
@@ -149,8 +180,8 @@ public enum SchedulerRun {
 /// The machine, once created, for the hello callback (set before the machine starts).
 final class MachineBox: @unchecked Sendable {
     private let lock = NSLock()
-    private var value: QEMUMachine?
-    var machine: QEMUMachine? {
+    private var value: (any Machine)?
+    var machine: (any Machine)? {
         get { lock.lock(); defer { lock.unlock() }; return value }
         set { lock.lock(); value = newValue; lock.unlock() }
     }

@@ -115,7 +115,10 @@ public struct BPFMapReader: Sendable {
                 } else {
                     integer = Int64(bitPattern: u)
                 }
-                if !signed, v.size == 8, Int64(bitPattern: u) < 0 { integer = nil } // does not fit: hex below
+                if !signed, v.size == 8, Int64(bitPattern: u) < 0 {
+                    // Does not fit an Int64: show the unsigned value in hex.
+                    return BPFVariable(name: v.name, offset: v.offset, size: v.size, value: "0x" + String(u, radix: 16), integer: nil)
+                }
             }
             let value = integer.map { "\($0)" } ?? raw.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
             return BPFVariable(name: v.name, offset: v.offset, size: v.size, value: value, integer: integer)

@@ -142,6 +142,9 @@ public final class FailureMonitor: @unchecked Sendable {
             frozen = true
         } catch {
             dump.problems.append("freeze failed (\(error)): memory was read while the guest ran")
+            // A backend may have stopped the vCPUs before failing (e.g. QMP stop, then a bad
+            // register read): resume it, or the guest stays paused until the run times out.
+            try? machine.thaw()
         }
         let tFrozen = clock.now
         var space = ctx.space
