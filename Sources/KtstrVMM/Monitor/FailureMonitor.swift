@@ -56,6 +56,20 @@ public final class FailureMonitor: @unchecked Sendable {
     public init(log: Log = .default) { self.log = log; self.options = Options() }
     public init(log: Log = .default, options: Options) { self.log = log; self.options = options }
 
+    /// Parses the kernel's BTF in the background (call it before the boot): the hello-time
+    /// setup then finds it cached instead of parsing while the scheduler is already attaching.
+    public func prepare(vmlinux: String?) {
+        guard let vmlinux else { return }
+        let log = self.log
+        let t = Thread {
+            let t0 = ContinuousClock.now
+            do { _ = try BTFCache.shared.load(vmlinux: vmlinux) } catch { log.debug("monitor: BTF warm-up: \(error)"); return }
+            log.debug("monitor: BTF of \(vmlinux) parsed in \(ContinuousClock.now - t0)")
+        }
+        t.name = "ktstr-btf-warmup"
+        t.start()
+    }
+
     /// Begin watching. `kallsyms` are the addresses from the agent's hello; `vmlinux` is the
     /// guest kernel's ELF when known (BTF source if guest memory has none).
     public func start(machine: any Machine, kallsyms: [String: UInt64], vmlinux: String?) {
@@ -90,24 +104,26 @@ public final class FailureMonitor: @unchecked Sendable {
 
     private func run(machine: any Machine, symbols: [String: UInt64], vmlinux: String?) {
         let ctx: KernelContext
+        let t0 = ContinuousClock.now
         do { ctx = try KernelContext.resolve(memory: machine.guestMemory, symbols: symbols, vmlinux: vmlinux, log: log) } catch {
             log.warning("\(error)")
             return
         }
-        log.debug("monitor: watching scx_root (BTF from \(ctx.btfSource))")
+        log.info("monitor: watching scx_root after \(ContinuousClock.now - t0) of setup (BTF from \(ctx.btfSource))")
         let reader = ScxReader(space: ctx.space, layout: ctx.layout, symbols: symbols)
         let watch = machine as? ExitKindWatchpoint
         var armedFor: UInt64 = 0
         let interval = options.pollInterval
         while !stopping {
             if let sched = try? reader.schedPointer() {
+                if sched != armedFor { log.debug("monitor: scx_root -> 0x\(String(sched, radix: 16))") }
                 if let watch, sched != armedFor {
-                    armedFor = sched
                     let armed = watch.armExitKindWatchpoint(kva: sched &+ UInt64(ctx.layout.schedExitKind)) { [weak self] _ in
                         self?.state.withLock { $0.watchTriggered = true }
                     }
                     log.debug("monitor: watchpoint on exit_kind \(armed ? "armed" : "unavailable; polling")")
                 }
+                armedFor = sched
                 if let kind = try? reader.exitKind(sched: sched), kind >= ExitKind.errorThreshold {
                     let byWatch = state.withLock { $0.watchTriggered }
                     let dump = capture(machine: machine, ctx: ctx, reader: reader, sched: sched, kind: kind,
