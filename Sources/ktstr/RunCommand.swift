@@ -88,7 +88,7 @@ struct RunCommand: CLICommand {
         }
         for p in o.problems { s += "problem       \(p)\n" }
         if let d = o.failureDump {
-            s += "failure dump  \(d.kind) (\(d.kindValue)), \(d.registers.count) vCPU register sets\n"
+            s += "--- failure dump (read from the frozen guest) ---\n" + d.text + "\n"
         }
         if o.schedulerExit == nil || o.problems.count > 0 {
             s += "--- console tail ---\n" + String(o.consoleTail.suffix(3000))

@@ -51,7 +51,7 @@ struct QEMUMachineTests {
                                   kernelCmdline: QEMUMachine.baseCmdline, topology: .flat(2), memoryMiB: 256,
                                   accelerator: .tcg, console: { collector.consoleBytes($0) },
                                   channel: { collector.channelBytes($0) }), log: .silent)
-        defer { m.kill() }
+        defer { m.kill(); withExtendedLifetime(initrd) {} }
         try m.start()
         let deadline = ContinuousClock.now + .seconds(90)
         while collector.snapshot.helloAt == nil, ContinuousClock.now < deadline { usleep(50_000) }

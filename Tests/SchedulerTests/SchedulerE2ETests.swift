@@ -58,7 +58,7 @@ struct SchedulerE2ETests {
         #expect(exit.kind == .errorBPF)
         #expect(exit.kindValue == 1025)
         #expect(exit.reason == "scx_bpf_error")
-        #expect(exit.message.contains("ktstr-fault"), "message: \(exit.message)")
+        #expect(exit.message.contains("ktstr fault: error after 100 enqueues"), "message: \(exit.message)")
     }
 
     @Test(.enabled(if: E2E.missing(scheduler: "fault") == nil, Comment(rawValue: E2E.missing(scheduler: "fault") ?? "")))

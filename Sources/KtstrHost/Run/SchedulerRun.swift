@@ -84,6 +84,8 @@ public enum SchedulerRun {
             try Task.checkCancellation()
             throw error
         }
+        // The initrd fd must stay open until qemu has read it: keep the owner alive to here.
+        withExtendedLifetime(initrd) {}
         let wall = ContinuousClock.now - started
         let dump = monitorQueue.sync { monitor.finish() }
         var outcome = assemble(collector: collector, backend: decision.backend, started: started, wall: wall,
