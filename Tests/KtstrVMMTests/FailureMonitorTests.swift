@@ -26,8 +26,9 @@ import Testing
         #expect(m.freezes.withLock { $0 } == 1 && m.thaws.withLock { $0 } == 1)
         #expect(d.message == "ktstr-fault: error after 100 enqueues")
         #expect(d.backtrace.prefix(3).map(\.symbol) == ["fn7+0x42", "fn3+0x10", "fn0+0x5"])
-        #expect(d.backtrace[3].symbol == nil) // module/BPF space: outside the kernel's tables
-        #expect(d.symbolSource == "guest kallsyms tables")
+        // BPF program text is not in the kernel's tables: named from the bpf_kallsyms list.
+        #expect(d.backtrace[3].symbol == "bpf_prog_85d36b8df8c38d15_fault_enqueue+0x234")
+        #expect(d.symbolSource == "guest kallsyms tables + bpf_kallsyms (BPF programs)")
         #expect(d.map(named: "fault_bpf.bss")?.variable("nr_enqueued")?.integer == 4242)
         #expect(d.cpus.count == 2)
         let t = try #require(d.timing)

@@ -51,6 +51,7 @@ import Testing
         #expect(bss.variable("nr_enqueued")?.integer == 4242)
         #expect(bss.variable("error_after")?.integer == -100)   // signed, through a volatile
         #expect(bss.variable("stall")?.value == "1")
+        #expect(bss.variable("tag")?.value == "\"ok\"") // char arrays as text
     }
 
     @Test func corruptPointersBecomeProblemsNotCrashes() throws {
@@ -79,6 +80,11 @@ import Testing
         var d3 = FailureDump(kind: .errorBPF, kindValue: 1025)
         BPFMapReader(space: ctx.space, layout: try #require(ctx.layout.maps)).readAll(idr: g.symbols["map_idr"]!, into: &d3)
         #expect(d3.maps.isEmpty)
+        // A bpf_kallsyms node linked to itself: the walk stops at its bound.
+        let lnode = UInt64(try ctx.btf.offset(of: "lnode", in: "bpf_ksym"))
+        try g.memory.write(SyntheticGuest.dm(0x12_5000 + lnode), at: 0x12_5000 + lnode)
+        let bpf = try #require(BPFKallsyms(head: g.symbols["bpf_kallsyms"], btf: ctx.btf, space: ctx.space))
+        #expect(bpf.symbols.count == BPFKallsyms.maxEntries)
     }
 
     @Test func randomGarbageNeverCrashes() throws {

@@ -53,7 +53,10 @@ extension FailureDump: CustomStringConvertible {
             o.append("BPF maps:")
             for m in maps {
                 o.append("  [\(m.id)] \(m.name) \(m.type) key=\(m.keySize) value=\(m.valueSize) max_entries=\(m.maxEntries)")
-                for v in m.variables ?? [] { o.append("      \(v.name) = \(v.value)") }
+                for v in m.variables ?? [] {
+                    let shown = v.value.count > 96 ? v.value.prefix(96) + "… (\(v.size) bytes)" : Substring(v.value)
+                    o.append("      \(v.name) = \(shown)")
+                }
                 if m.variables == nil, let bytes = m.contents {
                     for row in stride(from: 0, to: min(bytes.count, 256), by: 16) {
                         let chunk = bytes[row..<min(row + 16, bytes.count)]

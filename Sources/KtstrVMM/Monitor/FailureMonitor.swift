@@ -25,7 +25,7 @@ public final class FailureMonitor: @unchecked Sendable {
     public static let requiredSymbols: [String] = [
         "scx_root", "page_offset_base", "phys_base", "__start_BTF", "__stop_BTF",
         "__per_cpu_offset", "runqueues", "map_idr", "init_top_pgt",
-    ] + GuestKallsyms.symbolNames
+    ] + GuestKallsyms.symbolNames + ["bpf_kallsyms"]
 
     public struct Options: Sendable {
         public var pollInterval: Duration = .milliseconds(5)
@@ -203,8 +203,11 @@ public final class FailureMonitor: @unchecked Sendable {
         } else {
             dump.problems.append("backtrace not symbolized: the kernel's kallsyms tables were not found (symbols \(GuestKallsyms.symbolNames.joined(separator: ", ")))")
         }
-        guard let symbolizer else { return }
-        dump.backtrace = bt.map { BacktraceFrame(address: $0, symbol: symbolizer.symbolize($0)) }
+        let bpf = BPFKallsyms(head: ctx.symbols["bpf_kallsyms"], btf: ctx.btf, space: space)
+        dump.backtrace = bt.map { BacktraceFrame(address: $0, symbol: symbolizer?.symbolize($0) ?? bpf?.symbolize($0)) }
+        if let bpf, bt.contains(where: { bpf.symbolize($0) != nil }) {
+            dump.symbolSource = (dump.symbolSource.map { $0 + " + " } ?? "") + "bpf_kallsyms (BPF programs)"
+        }
     }
 
     /// The kernel writes `exit_info->dump` from an irq_work right after the exit; when the
