@@ -36,6 +36,25 @@ import Testing
         #expect(d.problems.isEmpty, "\(d.problems)")
     }
 
+    @Test func watchpointArmsOnExitKindAndWakesTheMonitor() throws {
+        let g = try SyntheticGuest(exitKind: 0)
+        let m = WatchingFakeMachine(g.memory)
+        var o = Self.fastOptions()
+        o.pollInterval = .seconds(30) // only the watchpoint can wake it in time
+        let mon = FailureMonitor(log: .silent, options: o)
+        mon.start(machine: m, kallsyms: g.symbols, vmlinux: nil)
+        let deadline = Date().addingTimeInterval(10)
+        while m.armed.withLock({ $0.isEmpty }), Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
+        let a = try #require(m.armed.withLock { $0.first })
+        #expect(a.gpa == g.schedGPA + UInt64(g.exitKindOffset))
+        #expect(a.kva == SyntheticGuest.dm(a.gpa))
+        try g.setExitKind(1026)
+        m.trigger.withLock { $0 }?(1026)
+        while mon.currentDump == nil, Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
+        let d = try #require(mon.finish())
+        #expect(d.timing?.detectedBy == "watchpoint" && d.kind == .errorStall)
+    }
+
     @Test func healthyRunsAndCleanExitsGiveNoDump() throws {
         let g = try SyntheticGuest(exitKind: 0)
         let mon = FailureMonitor(log: .silent, options: Self.fastOptions())

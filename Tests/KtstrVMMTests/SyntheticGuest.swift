@@ -190,7 +190,7 @@ struct SyntheticGuest {
 }
 
 /// A Machine over a SyntheticGuest: freeze/thaw are counted; no vCPU runs.
-final class FakeMachine: Machine, @unchecked Sendable {
+class FakeMachine: Machine, @unchecked Sendable {
     let backend = BackendKind.qemuTCG
     let vcpuCount = 2
     let guestMemory: GuestMemory
@@ -207,4 +207,15 @@ final class FakeMachine: Machine, @unchecked Sendable {
     func thaw() throws { thaws.withLock { $0 += 1 } }
     func wait(timeout: Duration) -> MachineExit { .shutdown }
     func kill() {}
+}
+
+/// A FakeMachine with a "hardware" watchpoint the test fires by hand.
+final class WatchingFakeMachine: FakeMachine, ExitKindWatchpoint, @unchecked Sendable {
+    let armed = Mutex<[(kva: UInt64, gpa: UInt64)]>([])
+    let trigger = Mutex<(@Sendable (Int) -> Void)?>(nil)
+    func armExitKindWatchpoint(kva: UInt64, gpa: UInt64, onTrigger: @escaping @Sendable (Int) -> Void) -> Bool {
+        armed.withLock { $0.append((kva, gpa)) }
+        trigger.withLock { $0 = onTrigger }
+        return true
+    }
 }

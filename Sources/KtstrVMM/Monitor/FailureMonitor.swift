@@ -4,11 +4,23 @@ import Synchronization
 /// A machine that can latch a write to `scx_sched.exit_kind` in hardware (KVM's DR0 slot-0
 /// watchpoint, where debug registers work). The monitor arms it whenever `scx_root` resolves
 /// to a new scheduler; polling stays on as the fallback (PVM and QEMU never fire).
+///
+/// Hook for KVMMachine (kvm branch: `VCPURunner.watchExitKind(guestVirtual:host:onTrigger:)`):
+/// ```swift
+/// extension KVMMachine: ExitKindWatchpoint {
+///     func armExitKindWatchpoint(kva: UInt64, gpa: UInt64, onTrigger: @escaping @Sendable (Int) -> Void) -> Bool {
+///         guard debugRegistersWork, let host = try? guestMemory.hostAddress(of: gpa, length: 4) else { return false }
+///         runner.watchExitKind(guestVirtual: kva, host: host) { onTrigger(Int(Int32(bitPattern: $0))) }
+///         return true
+///     }
+/// }
+/// ```
 public protocol ExitKindWatchpoint: AnyObject, Sendable {
-    /// Arms a write watchpoint on the kernel virtual address `kva`; `onTrigger` runs (on any
-    /// thread) with the stored value when a write leaves a value ≥ 1024. Returns false when
-    /// the machine cannot watch (no debug registers).
-    func armExitKindWatchpoint(kva: UInt64, onTrigger: @escaping @Sendable (Int) -> Void) -> Bool
+    /// Arms a 4-byte write watchpoint on `kva` (guest-physical `gpa`, for the host-side value
+    /// gate); `onTrigger` runs (on any thread, e.g. the vCPU's: it must not freeze) with the
+    /// stored value when a write leaves a value ≥ 1024. Returns false when the machine cannot
+    /// watch (no working debug registers).
+    func armExitKindWatchpoint(kva: UInt64, gpa: UInt64, onTrigger: @escaping @Sendable (Int) -> Void) -> Bool
 }
 
 /// Watches a running guest for a sched_ext failure and captures a `FailureDump` from the
@@ -51,6 +63,8 @@ public final class FailureMonitor: @unchecked Sendable {
     private let options: Options
     private let state = Mutex(State())
     private let done = DispatchSemaphore(value: 0)
+    /// Signalled by a watchpoint trigger and by `finish`: the poll loop wakes at once.
+    private let wake = DispatchSemaphore(value: 0)
     private let started = Mutex(false)
 
     public init(log: Log = .default) { self.log = log; self.options = Options() }
@@ -86,6 +100,7 @@ public final class FailureMonitor: @unchecked Sendable {
     /// Stop watching; the dump when a failure was caught, else nil.
     public func finish() -> FailureDump? {
         state.withLock { $0.stop = true }
+        wake.signal()
         if started.withLock({ $0 }) {
             let ms = Int(options.finishTimeout.components.seconds * 1000)
             if done.wait(timeout: .now() + .milliseconds(ms)) == .timedOut {
@@ -118,9 +133,13 @@ public final class FailureMonitor: @unchecked Sendable {
             if let sched = try? reader.schedPointer() {
                 if sched != armedFor { log.debug("monitor: scx_root -> 0x\(String(sched, radix: 16))") }
                 if let watch, sched != armedFor {
-                    let armed = watch.armExitKindWatchpoint(kva: sched &+ UInt64(ctx.layout.schedExitKind)) { [weak self] _ in
-                        self?.state.withLock { $0.watchTriggered = true }
-                    }
+                    let kva = sched &+ UInt64(ctx.layout.schedExitKind)
+                    let armed = (try? ctx.space.translate(kva)).map { gpa in
+                        watch.armExitKindWatchpoint(kva: kva, gpa: gpa) { [weak self] _ in
+                            self?.state.withLock { $0.watchTriggered = true }
+                            self?.wake.signal()
+                        }
+                    } ?? false
                     log.debug("monitor: watchpoint on exit_kind \(armed ? "armed" : "unavailable; polling")")
                 }
                 armedFor = sched
@@ -132,7 +151,8 @@ public final class FailureMonitor: @unchecked Sendable {
                     return
                 }
             }
-            Thread.sleep(forTimeInterval: Double(interval.components.attoseconds) / 1e18 + Double(interval.components.seconds))
+            let micros = Int(interval.components.seconds) * 1_000_000 + Int(interval.components.attoseconds / 1_000_000_000_000)
+            _ = wake.wait(timeout: .now() + .microseconds(max(100, micros)))
         }
     }
 
@@ -164,6 +184,10 @@ public final class FailureMonitor: @unchecked Sendable {
         }
         let tFrozen = clock.now
         var space = ctx.space
+        if let w = space.walker, let cr4 = dump.registers.first?.cr4, (cr4 & (1 << 12) != 0) != (w.levels == 5) {
+            // CR4.LA57 is the authority on the paging depth; the symbol-based guess was wrong.
+            space = space.withWalker(PageTableWalker(memory: w.memory, cr3: w.root, fiveLevel: cr4 & (1 << 12) != 0))
+        }
         if space.walker == nil, let r = dump.registers.first {
             // No init_top_pgt: the kernel half of any CR3 maps vmalloc (PTI: bit 12 selects the user copy).
             let la57 = (r.cr4 ?? 0) & (1 << 12) != 0
