@@ -17,6 +17,23 @@ import Testing
         #expect(ctx.layout.kindName(1026) == .errorStall)
     }
 
+    @Test func contextFailuresAreTypedAndTheVmlinuxIsTheFallback() throws {
+        let g = try SyntheticGuest()
+        var noPhys = g.symbols; noPhys["phys_base"] = nil
+        #expect(throws: MonitorError.self) { try KernelContext.resolve(memory: g.memory, symbols: noPhys, vmlinux: nil, log: .silent) }
+        // Break the guest's BTF magic: without a vmlinux there is no BTF at all...
+        let btfGPA = SyntheticGuest.gpa(g.symbols["__start_BTF"]!)
+        try g.memory.write(UInt16(0x1234), at: btfGPA)
+        var noBTFSym = g.symbols; noBTFSym["__start_BTF"] = nil // (phys_base validation uses it)
+        let r = Result { () throws(MonitorError) in try KernelContext.resolve(memory: g.memory, symbols: noBTFSym, vmlinux: nil, log: .silent) }
+        if case let .failure(e) = r { #expect(e.description.contains("no kernel BTF")) } else { Issue.record("resolved without any BTF") }
+        // ...and with the real vmlinux, its .BTF is used instead.
+        if FileManager.default.fileExists(atPath: BTFTests.vmlinux) {
+            let ctx = try KernelContext.resolve(memory: g.memory, symbols: noBTFSym, vmlinux: BTFTests.vmlinux, log: .silent)
+            #expect(ctx.btfSource.contains("vmlinux"))
+        }
+    }
+
     @Test func exitInfoIsReadThroughBTFOffsets() throws {
         let g = try SyntheticGuest(exitKind: 1025)
         let ctx = try Self.context(g)
