@@ -63,6 +63,8 @@ import Testing
         Thread.sleep(forTimeInterval: 0.05)
         try g.setExitKind(1) // SCX_EXIT_DONE: not a failure
         Thread.sleep(forTimeInterval: 0.05)
+        try g.setExitKind(0x7FFF_0000) // garbage the kernel's enum does not name: not a failure either
+        Thread.sleep(forTimeInterval: 0.05)
         #expect(mon.finish() == nil)
         #expect(m.freezes.withLock { $0 } == 0)
     }

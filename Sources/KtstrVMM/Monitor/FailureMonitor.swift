@@ -47,7 +47,7 @@ public final class FailureMonitor: @unchecked Sendable {
         /// After the thaw, how long to wait for the kernel's dump text to be complete.
         public var lateDumpTimeout: Duration = .seconds(3)
         /// `finish()` never waits longer than this for the monitor thread.
-        public var finishTimeout: Duration = .seconds(20)
+        public var finishTimeout: Duration = .seconds(30)
         /// A full System.map / kallsyms text for symbolization when the guest tables are unusable.
         public var systemMap: String?
         public init() {}
@@ -143,7 +143,10 @@ public final class FailureMonitor: @unchecked Sendable {
                     log.debug("monitor: watchpoint on exit_kind \(armed ? "armed" : "unavailable; polling")")
                 }
                 armedFor = sched
-                if let kind = try? reader.exitKind(sched: sched), kind >= ExitKind.errorThreshold {
+                // A value the kernel's enum does not name is a torn/stale read (a scheduler
+                // being freed), not a failure: only known kinds trigger when BTF names them.
+                if let kind = try? reader.exitKind(sched: sched), kind >= ExitKind.errorThreshold,
+                   ctx.layout.exitKindNames.isEmpty || ctx.layout.exitKindNames[Int64(kind)] != nil {
                     let byWatch = state.withLock { $0.watchTriggered }
                     let dump = capture(machine: machine, ctx: ctx, reader: reader, sched: sched, kind: kind,
                                        detectedBy: byWatch ? "watchpoint" : "poll")
