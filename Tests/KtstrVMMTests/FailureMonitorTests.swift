@@ -31,6 +31,7 @@ import Testing
         #expect(d.symbolSource == "guest kallsyms tables + bpf_kallsyms (BPF programs)")
         #expect(d.map(named: "fault_bpf.bss")?.variable("nr_enqueued")?.integer == 4242)
         #expect(d.cpus.count == 2)
+        #expect(d.flags == 3 && d.flagNames == ["INITIALIZED"])
         let t = try #require(d.timing)
         #expect(t.detectedBy == "poll" && t.triggerToFrozenMillis >= 0 && t.totalMillis >= t.triggerToFrozenMillis)
         #expect(d.problems.isEmpty, "\(d.problems)")

@@ -37,6 +37,7 @@ struct SyntheticGuest {
         let c16 = arr(chr, 16), c128 = arr(chr, 128), c0 = arr(chr, 0), slots = arr(pvoid, 64)
         let ek = b.enumeration("scx_exit_kind", [("SCX_EXIT_NONE", 0), ("SCX_EXIT_DONE", 1), ("SCX_EXIT_ERROR", 1024),
                                                  ("SCX_EXIT_ERROR_BPF", 1025), ("SCX_EXIT_ERROR_STALL", 1026), ("SCX_EXIT_ERROR_RESCUE", 1028)])
+        _ = b.enumeration("scx_exit_flags", [("SCX_EFLAG_INITIALIZED", 1)])
         _ = b.enumeration("bpf_map_type", [("BPF_MAP_TYPE_UNSPEC", 0), ("BPF_MAP_TYPE_HASH", 1), ("BPF_MAP_TYPE_ARRAY", 2)])
         // Deliberately not the real kernel's offsets.
         let ei = b.structure("scx_exit_info", size: 72, members: [

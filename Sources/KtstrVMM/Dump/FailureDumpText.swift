@@ -16,7 +16,10 @@ extension FailureDump: CustomStringConvertible {
         var line: [String] = []
         if let exitCode { line.append("exit_code \(exitCode)") }
         if let exitCPU { line.append("exit_cpu \(exitCPU)") }
-        if let flags { line.append("flags \(hex(flags))") }
+        if let flags {
+            let names = (flagNames ?? []).isEmpty ? "" : " (\((flagNames ?? []).joined(separator: "|")))"
+            line.append("flags \(hex(flags))\(names)")
+        }
         if !line.isEmpty { o.append(line.joined(separator: "  ")) }
         if let t = timing {
             o.append(String(format: "timing (%@): trigger→settled %.2f ms, trigger→frozen %.2f ms, frozen→read %.2f ms, total %.2f ms",

@@ -209,6 +209,11 @@ public final class FailureMonitor: @unchecked Sendable {
             do { try machine.thaw() } catch { dump.problems.append("thaw failed: \(error)") }
         }
         symbolize(bt, ctx: ctx, space: space, into: &dump)
+        if let f = dump.flags, f != 0 {
+            let known = ctx.btf.enumerators(withPrefix: "SCX_EFLAG_")
+            dump.flagNames = known.filter { $0.value > 0 && UInt64($0.value) & f == UInt64($0.value) }
+                .map { String($0.name.dropFirst("SCX_EFLAG_".count)) }
+        }
         lateDump(reader: frozenReader, sched: sched, into: &dump)
         func ms(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }
         dump.timing = DumpTiming(detectedBy: detectedBy, triggerToSettledMillis: ms(tSettled - t0),
