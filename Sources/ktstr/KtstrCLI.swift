@@ -3,7 +3,7 @@ import Foundation
 @main
 struct KtstrCLI {
     static let commands: [CLICommand] = [
-        DemoCommand(), RunCommand(), BootCommand(), KernelCommand(), SetupCommand(), DoctorCommand(),
+        DemoCommand(), RunCommand(), BootCommand(), KernelCommand(), SetupCommand(), DoctorCommand(), BenchCommand(),
     ]
 
     static func usage() -> String {

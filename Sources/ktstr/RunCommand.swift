@@ -55,6 +55,12 @@ struct RunCommand: CLICommand {
         } else {
             print(Self.summary(outcome))
         }
+        // Completed = the guest booted, the agent reported and the machine shut down cleanly;
+        // what the scheduler did is in the outcome, not in the exit status.
+        guard outcome.kernelRelease != nil, outcome.machineExit == MachineExit.shutdown.description else {
+            FileHandle.standardError.write(Data("ktstr run: the run did not complete (machine \(outcome.machineExit)): \(outcome.problems.first ?? "no agent report")\n".utf8))
+            return 1
+        }
         return 0
     }
 
@@ -90,7 +96,7 @@ struct RunCommand: CLICommand {
         if let d = o.failureDump {
             s += "--- failure dump (read from the frozen guest) ---\n" + d.text + "\n"
         }
-        if o.schedulerExit == nil || o.problems.count > 0 {
+        if !o.problems.isEmpty {
             s += "--- console tail ---\n" + String(o.consoleTail.suffix(3000))
         }
         return s

@@ -92,15 +92,19 @@ private func bytes(_ path: String) -> [UInt8]? { FileManager.default.contents(at
 
     @Test func automaticChoice() throws {
         #expect(try BackendSelection.decide(.auto, environment: [:], host: noVirt).backend == .qemuTCG)
-        #expect(try BackendSelection.decide(.auto, environment: [:], host: vmx).backend == .qemuKVM)
+        #expect(try BackendSelection.decide(.auto, environment: [:], host: vmx).backend == .kvm)
+        #expect(try BackendSelection.decide(.qemu, environment: [:], host: vmx).backend == .qemuKVM)
+        #expect(try BackendSelection.decide(.qemu, environment: [:], host: noVirt).backend == .qemuTCG)
         let closed = BackendSelection.Host(cpuinfo: vmx.cpuinfo, kvmOpens: false)
         #expect(try BackendSelection.decide(.auto, environment: [:], host: closed).backend == .qemuTCG)
     }
 
     @Test func environmentOverridesAuto() throws {
         #expect(try BackendSelection.decide(.auto, environment: ["KTSTR_BACKEND": "qemu-tcg"], host: vmx).backend == .qemuTCG)
+        // Explicit kvm only needs /dev/kvm (the decision carries a warning without vmx/svm).
+        #expect(try BackendSelection.decide(.auto, environment: ["KTSTR_BACKEND": "kvm"], host: noVirt).backend == .kvm)
         #expect(throws: BackendSelection.SelectionError.self) {
-            try BackendSelection.decide(.auto, environment: ["KTSTR_BACKEND": "kvm"], host: noVirt)
+            try BackendSelection.decide(.kvm, environment: [:], host: .init(cpuinfo: "flags : vmx", kvmOpens: false))
         }
         #expect(throws: BackendSelection.SelectionError.self) {
             try BackendSelection.decide(.auto, environment: ["KTSTR_BACKEND": "vmware"], host: noVirt)

@@ -3,9 +3,11 @@ import Foundation
 /// Picks the VMM for a run: an explicit choice (argument, else `KTSTR_BACKEND`), or automatic:
 /// hardware virtualisation (vmx/svm in /proc/cpuinfo and /dev/kvm opens) → KVM, else TCG.
 ///
-/// Our own KVMMachine lives on another branch; until it is wired in, "kvm" runs qemu with
-/// `-accel kvm` (same guest, same agent). A nested PVM /dev/kvm without vmx/svm cannot run a
-/// stock kernel (it dies at int3_selftest), which is why /dev/kvm alone is not enough.
+/// "kvm" is our own KVMMachine. Automatic selection takes it only with vmx/svm: a nested PVM
+/// /dev/kvm without them emulates the kernel's supervisor code (~100x slow) and a stock
+/// kernel dies at int3_selftest there. An explicit "kvm" needs only a /dev/kvm that opens
+/// (useful for early-boot work on such hosts). "qemu" is qemu with -accel kvm when KVM is
+/// usable, else TCG; "qemu-tcg" is always TCG.
 public enum BackendSelection {
     public struct Decision: Sendable, Equatable {
         public var backend: BackendKind
@@ -51,15 +53,16 @@ public enum BackendSelection {
         let kvmWhy = !host.kvmOpens ? "/dev/kvm cannot be opened" : "/proc/cpuinfo has no vmx/svm (nested PVM cannot boot Linux)"
         switch effective {
         case .kvm:
-            guard kvmOK else { throw SelectionError.kvmUnavailable(kvmWhy) }
-            return Decision(backend: .qemuKVM, why: "kvm requested; running qemu -accel kvm")
+            guard host.kvmOpens else { throw SelectionError.kvmUnavailable("/dev/kvm cannot be opened") }
+            return Decision(backend: .kvm, why: host.hasHardwareVirtualization ? "kvm requested"
+                : "kvm requested; warning: \(kvmWhy) — a stock kernel may not boot")
         case .qemu:
             return kvmOK ? Decision(backend: .qemuKVM, why: "qemu requested; KVM usable")
                 : Decision(backend: .qemuTCG, why: "qemu requested; \(kvmWhy), so TCG")
         case .qemuTCG:
             return Decision(backend: .qemuTCG, why: "qemu-tcg requested")
         case .auto:
-            return kvmOK ? Decision(backend: .qemuKVM, why: "vmx/svm present and /dev/kvm opens")
+            return kvmOK ? Decision(backend: .kvm, why: "vmx/svm present and /dev/kvm opens")
                 : Decision(backend: .qemuTCG, why: "\(kvmWhy); using qemu TCG")
         }
     }

@@ -11,7 +11,7 @@ public enum SchedulerRun {
     }
 
     /// Extra kernel arguments for every QEMU run (after `QEMUMachine.baseCmdline`).
-    static let cmdlineExtras = "loglevel=4 mitigations=off"
+    static let cmdlineExtras = "loglevel=4 mitigations=off edd=off"
 
     public static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
                            artifactsDirectory: String?, log: Log) async throws -> RunOutcome {
@@ -26,7 +26,6 @@ public enum SchedulerRun {
         try Task.checkCancellation()
         let kernel = try Provisioning.kernel(explicit: vm.kernel)
         let agent = try agentPath ?? Provisioning.agentBinary()
-        let qemu = try Provisioning.qemuBinary()
         let decision = try BackendSelection.decide(vm.backend)
         log.info("backend \(decision.backend.rawValue): \(decision.why)")
 
@@ -42,7 +41,6 @@ public enum SchedulerRun {
         let planJSON = try JSONEncoder().encode(plan)
         let image = try InitramfsAssembler(agentPath: agent, schedulerPath: sched?.path, planJSON: [UInt8](planJSON)).assemble()
         log.debug("initramfs: \(image.bytes.count >> 10) KiB, \(image.files.count) files")
-        let initrd = try UnlinkedFile(contents: image.bytes)
 
         let units = await VMSlots.shared.acquire(vcpus: vm.cpus)
         defer { Task { await VMSlots.shared.release(units) } }
@@ -59,12 +57,27 @@ public enum SchedulerRun {
                 monitor.start(machine: m, kallsyms: syms, vmlinux: kernel.vmlinux)
             }
         }
-        let machine = QEMUMachine(.init(
-            qemuPath: qemu, kernelPath: kernel.image, initrdFD: initrd.fd,
-            kernelCmdline: QEMUMachine.baseCmdline + " " + cmdlineExtras + extraCmdline(),
-            topology: vm.topology, memoryMiB: vm.memoryMiB,
-            accelerator: decision.backend == .qemuKVM ? .kvm : .tcg,
-            console: { collector.consoleBytes($0) }, channel: { collector.channelBytes($0) }), log: log)
+        let console: ByteSink = { collector.consoleBytes($0) }
+        let channel: ByteSink = { collector.channelBytes($0) }
+        let machine: any Machine
+        let initrd: UnlinkedFile?
+        if decision.backend == .kvm {
+            initrd = nil
+            let boot = KVMMachine.bootImage(image: kernel.image, vmlinux: kernel.vmlinux)
+            if let note = boot.note { log.info(note) }
+            machine = try KVMMachine(KVMMachineConfiguration(
+                kernel: boot.path, initrd: image.bytes, commandLineExtra: extraCmdline(), topology: vm.topology,
+                memoryMiB: vm.memoryMiB, console: console, channel: channel, log: log))
+        } else {
+            let file = try UnlinkedFile(contents: image.bytes)
+            initrd = file
+            machine = QEMUMachine(.init(
+                qemuPath: try Provisioning.qemuBinary(), kernelPath: kernel.image, initrdFD: file.fd,
+                kernelCmdline: QEMUMachine.baseCmdline + " " + cmdlineExtras + extraCmdline(),
+                topology: vm.topology, memoryMiB: vm.memoryMiB,
+                accelerator: decision.backend == .qemuKVM ? .kvm : .tcg,
+                console: console, channel: channel), log: log)
+        }
         machineBox.machine = machine
 
         let started = ContinuousClock.now
@@ -168,8 +181,8 @@ public enum SchedulerRun {
 /// The machine, once created, for the hello callback (set before the machine starts).
 final class MachineBox: @unchecked Sendable {
     private let lock = NSLock()
-    private var value: QEMUMachine?
-    var machine: QEMUMachine? {
+    private var value: (any Machine)?
+    var machine: (any Machine)? {
         get { lock.lock(); defer { lock.unlock() }; return value }
         set { lock.lock(); value = newValue; lock.unlock() }
     }

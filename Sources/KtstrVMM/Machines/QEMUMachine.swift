@@ -222,7 +222,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
             if reap(blocking: false) {
                 state.lock(); let killed = killedByUs; state.unlock()
                 if killed { throw QEMUError.setup("killed while starting") }
-                throw QEMUError.exitedEarly(stderrText.text.trimmingCharacters(in: .whitespacesAndNewlines))
+                throw QEMUError.exitedEarly(Self.oneLine(stderrText.text))
             }
             if let c = try? QMPClient(abstractName: qmpName, timeout: .seconds(5)) {
                 state.lock(); qmp = c; state.unlock()
@@ -294,7 +294,13 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         if killed { return .killed }
         if st & 0x7F == 0, (st >> 8) & 0xFF == 0 { return .shutdown }
         let why = st & 0x7F == 0 ? "exit status \((st >> 8) & 0xFF)" : "signal \(st & 0x7F)"
-        return .fatal("qemu \(why): \(stderrText.text.trimmingCharacters(in: .whitespacesAndNewlines))")
+        return .fatal("qemu \(why): \(Self.oneLine(stderrText.text))")
+    }
+
+    /// qemu's stderr as one line (errors are reported on one line).
+    static func oneLine(_ text: String) -> String {
+        text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }.joined(separator: "; ")
     }
 
     /// qemu's own stderr (errors about options, files, accelerators).

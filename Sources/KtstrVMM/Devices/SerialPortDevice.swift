@@ -1,0 +1,92 @@
+import Synchronization
+
+/// A `Serial16550` on the port bus: transmitted bytes go to `sink`, the UART's interrupt
+/// output drives `irq` (asserted/deasserted only when the level changes), and host input is
+/// queued with `send(_:)`. The state machine sits behind a mutex: several vCPUs may touch
+/// the port at once.
+public final class SerialPortDevice: PortIODevice {
+    private struct Locked {
+        var uart = Serial16550()
+        /// The level last driven onto `irq`.
+        var irqLevel = false
+    }
+
+    private let state = Mutex(Locked())
+    private let sink: ByteSink
+    private let irq: IRQLine?
+
+    public init(sink: @escaping ByteSink, irq: IRQLine? = nil) {
+        self.sink = sink
+        self.irq = irq
+    }
+
+    public func read(offset: UInt16, into data: UnsafeMutableRawBufferPointer) {
+        state.withLock { s in
+            // Multi-byte accesses to a byte-wide UART: each byte reads the next register
+            // (what a real bus would deliver); past the last register reads 0xff.
+            for i in 0..<data.count {
+                let off = UInt32(offset) + UInt32(i)
+                data[i] = off < 8 ? s.uart.read(offset: UInt8(off)) : 0xff
+            }
+            updateIRQ(&s)
+        }
+    }
+
+    public func write(offset: UInt16, from data: UnsafeRawBufferPointer) -> DeviceAction {
+        var out: [UInt8] = []
+        state.withLock { s in
+            for i in 0..<data.count {
+                let off = UInt32(offset) + UInt32(i)
+                guard off < 8 else { continue }
+                if let b = s.uart.write(offset: UInt8(off), value: data[i]) { out.append(b) }
+            }
+            updateIRQ(&s)
+        }
+        if !out.isEmpty { sink(out[...]) }
+        return .none
+    }
+
+    /// Host → guest bytes (they show up in RBR, with a received-data interrupt if enabled).
+    public func send(_ bytes: [UInt8]) {
+        state.withLock { s in
+            s.uart.enqueueInput(bytes)
+            updateIRQ(&s)
+        }
+    }
+
+    /// A copy of the current register state (for tests and diagnostics).
+    public var snapshot: Serial16550 { state.withLock { $0.uart } }
+
+    /// Drives the IRQ line under the device lock so two vCPUs cannot reorder level changes.
+    /// Only changes reach KVM: an edge-triggered PIC input still sees 0→1 for every
+    /// re-assertion because acknowledging (IIR read, IER change) drops the level first.
+    private func updateIRQ(_ s: inout Locked) {
+        guard let irq else { return }
+        let level = s.uart.interruptPending
+        guard level != s.irqLevel else { return }
+        s.irqLevel = level
+        irq.set(level)
+    }
+}
+
+/// The i8042 on ports 0x60 and 0x64 (register it with `ports: 0x60, count: 5`).
+public final class I8042Device: PortIODevice {
+    private let state = Mutex(I8042())
+
+    public init() {}
+
+    public func read(offset: UInt16, into data: UnsafeMutableRawBufferPointer) {
+        state.withLock { c in
+            for i in 0..<data.count { data[i] = c.read(port: I8042.dataPort &+ offset &+ UInt16(i)) }
+        }
+    }
+
+    public func write(offset: UInt16, from data: UnsafeRawBufferPointer) -> DeviceAction {
+        guard let first = data.first else { return .none }
+        let action = state.withLock { $0.write(port: I8042.dataPort &+ offset, value: first) }
+        switch action {
+        case .none: return .none
+        case .reset: return .shutdown("guest reset through the i8042 (0xFE to port 0x64)")
+        }
+    }
+}

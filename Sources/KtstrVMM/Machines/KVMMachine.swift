@@ -1,0 +1,143 @@
+import Foundation
+
+/// What a `KVMMachine` boots and how.
+public struct KVMMachineConfiguration: Sendable {
+    /// A bzImage or an ELF vmlinux.
+    public var kernel: String
+    /// An initramfs (newc cpio, optionally compressed as the kernel supports), or nil.
+    public var initrd: [UInt8]?
+    /// Appended to the base kernel command line (`KernelCommandLine.base`).
+    public var commandLineExtra: String
+    public var topology: Topology
+    public var memoryMiB: Int
+    /// COM1 (kernel console) bytes.
+    public var console: ByteSink?
+    /// COM2 (agent channel, `@ktstr {json}` lines) bytes.
+    public var channel: ByteSink?
+    public var cpuidMask: CPUIDMaskPolicy
+    public var log: Log
+
+    public init(kernel: String, initrd: [UInt8]? = nil, commandLineExtra: String = "", topology: Topology = .flat(1),
+                memoryMiB: Int = 256, console: ByteSink? = nil, channel: ByteSink? = nil,
+                cpuidMask: CPUIDMaskPolicy = .automatic, log: Log = .default) {
+        self.kernel = kernel; self.initrd = initrd; self.commandLineExtra = commandLineExtra
+        self.topology = topology; self.memoryMiB = memoryMiB; self.console = console; self.channel = channel
+        self.cpuidMask = cpuidMask; self.log = log
+    }
+}
+
+/// A configuration the machine cannot boot, with the fix.
+public enum KVMMachineError: Error, CustomStringConvertible, Equatable {
+    case memoryTooSmall(MiB: Int, needed: Int)
+    case sparseAPICIDs(Topology)
+    case tooManyVCPUs(Int)
+
+    public var description: String {
+        switch self {
+        case let .memoryTooSmall(m, n):
+            "\(m) MiB of guest memory cannot hold this kernel (its image and decompression buffer need ~\(n) MiB) — raise --memory"
+        case let .sparseAPICIDs(t):
+            "topology \(t) gives APIC ids with holes (non-power-of-two cores or threads with several LLCs), which the vCPU runner cannot create — use power-of-two coresPerLLC/threadsPerCore"
+        case let .tooManyVCPUs(n):
+            "\(n) vCPUs exceed the 254 an xAPIC machine without interrupt remapping can address — use fewer vCPUs"
+        }
+    }
+}
+
+/// Our own VMM booting Linux on /dev/kvm: direct 64-bit boot of a bzImage or vmlinux, in-kernel
+/// irqchip + PIT, ACPI/MP tables for SMP, COM1 console, COM2 agent channel, i8042 reset as
+/// shutdown. vCPU threads, freeze and kill come from `VCPURunner`.
+public final class KVMMachine: Machine, @unchecked Sendable {
+    public let backend: BackendKind = .kvm
+    public let configuration: KVMMachineConfiguration
+    public let guestMemory: GuestMemory
+    public var vcpuCount: Int { runner.vcpuCount }
+    /// The full kernel command line the guest got.
+    public let commandLine: String
+    /// The CPUID mask in effect (after resolving `.automatic`).
+    public let cpuidMask: CPUIDMask
+    public let kernelImage: KernelImage
+    private let runner: VCPURunner
+    private let com2: SerialPortDevice
+
+    /// Builds the whole machine (RAM filled, vCPUs configured); nothing runs until `start()`.
+    public init(_ config: KVMMachineConfiguration, kvm: KVMSystem? = nil) throws {
+        let topo = config.topology
+        guard topo.vcpuCount <= 254 else { throw KVMMachineError.tooManyVCPUs(topo.vcpuCount) }
+        let ids = (0..<topo.vcpuCount).map { CPUID.apicID(of: $0, in: topo) }
+        guard ids == (0..<topo.vcpuCount).map(UInt32.init) else { throw KVMMachineError.sparseAPICIDs(topo) }
+
+        let image = try KernelImage(path: config.kernel)
+        let memoryBytes = UInt64(max(0, config.memoryMiB)) << 20
+        let needed = Int((image.occupiedRange.upperBound + (16 << 20)) >> 20)
+        guard config.memoryMiB >= needed else { throw KVMMachineError.memoryTooSmall(MiB: config.memoryMiB, needed: needed) }
+
+        let system = try kvm ?? KVMSystem()
+        try system.requireBasics()
+        let mask = config.cpuidMask.resolve()
+        let cmdline = KernelCommandLine(extra: (mask.kernelParameters + [config.commandLineExtra]).joined(separator: " "))
+        let memory = try GuestMemory.anonymous(layout: BootLayout.ramRegions(memoryBytes: memoryBytes))
+        let loaded = try KVMLinuxBoot.loadGuest(image: image, memoryBytes: memoryBytes, initrd: config.initrd,
+                                                commandLine: cmdline, apicIDs: ids, into: memory)
+        config.log.debug("kvm: entry 0x\(String(loaded.entry, radix: 16)), initrd \(loaded.initrd.map { "at 0x\(String($0.address, radix: 16)) (\($0.size) bytes)" } ?? "none"), cpuid mask \(mask.name)")
+
+        let vm = try system.createVM(memory: memory)
+        try KVMLinuxBoot.setUpVM(vm)
+        var bus = DeviceBus()
+        try bus.add(SerialPortDevice(sink: config.console ?? { _ in }, irq: .kvm(vm, gsi: Serial16550.com1IRQ, log: config.log)),
+                    ports: Serial16550.com1Base, count: Serial16550.portCount)
+        let com2 = SerialPortDevice(sink: config.channel ?? { _ in }, irq: .kvm(vm, gsi: Serial16550.com2IRQ, log: config.log))
+        try bus.add(com2, ports: Serial16550.com2Base, count: Serial16550.portCount)
+        try bus.add(I8042Device(), ports: I8042.dataPort, count: I8042.commandPort - I8042.dataPort + 1)
+
+        let supported = try system.supportedCPUID().map(KVMLinuxBoot.cpuid)
+        runner = try VCPURunner(vm: vm, memory: memory, vcpuCount: topo.vcpuCount, bus: bus, halt: .irqchip,
+                                exitPolicy: .lenient, log: config.log) { vcpu in
+            try KVMLinuxBoot.setUpVCPU(vcpu, index: vcpu.id, topology: topo, supported: supported, mask: mask,
+                                       entry: loaded.entry, log: config.log)
+        }
+        self.configuration = config
+        self.guestMemory = memory
+        self.commandLine = cmdline.description
+        self.cpuidMask = mask
+        self.kernelImage = image
+        self.com2 = com2
+    }
+
+    public func start() throws { try runner.start() }
+
+    public func freeze(timeout: Duration) throws -> [VCPURegisterSnapshot] { try runner.freeze(timeout: timeout) }
+
+    public func thaw() throws { runner.thaw() }
+
+    public func wait(timeout: Duration) -> MachineExit { runner.wait(timeout: timeout) }
+
+    public func kill() { runner.kill() }
+
+    /// How the run ended, in words (shutdown reason or fatal diagnostic), once it has.
+    public var stopDetail: String? { runner.stopDetail }
+
+    /// Host → guest bytes on COM2 (the agent channel's receive side).
+    public func sendToChannel(_ bytes: [UInt8]) { com2.send(bytes) }
+}
+
+extension KVMMachine {
+    /// Which file to boot. On a host without vmx/svm (nested PVM) the bzImage's own
+    /// decompressor runs under KVM's instruction emulator and reads the *host's* CPUID (the
+    /// instruction is not trapped there), so zstd picks its BMI2 path and dies on SHLX, which
+    /// the emulator cannot execute. The ELF vmlinux needs no decompressor: boot it instead
+    /// when it is at hand. Returns the path and, when it switched, why.
+    public static func bootImage(image: String, vmlinux: String?,
+                                 hardwareVirtualization: Bool = CPUID.hostHasHardwareVirtualization()) -> (path: String, note: String?) {
+        guard !hardwareVirtualization, let vmlinux, FileManager.default.isReadableFile(atPath: vmlinux),
+              !isELF(image) else { return (image, nil) }
+        return (vmlinux, "no vmx/svm on this host: booting \(vmlinux) instead of the bzImage (its decompressor cannot run under KVM's emulator)")
+    }
+
+    static func isELF(_ path: String) -> Bool {
+        guard let h = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? h.close() }
+        let magic = (try? h.read(upToCount: 4)) ?? Data()
+        return magic == Data([0x7f, 0x45, 0x4c, 0x46])
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+import Synchronization
+
+/// A VM for a hand-assembled payload: 2 MiB of RAM at 0, the payload at `loadAddress`, COM1
+/// (console, collected in `console`) and the i8042 on the port bus, no irqchip, HLT on the
+/// BSP ends the run. Proves the KVM layer, the exit dispatch and the freeze rendezvous
+/// without a kernel.
+public final class TinyGuestMachine: Machine, @unchecked Sendable {
+    public static let loadAddress: UInt64 = 0x1000
+    public static let memoryBytes: UInt64 = 2 << 20
+    /// Per-vCPU scratch (e.g. the counter of `counterLoop`): vCPU i gets `dataAddress + 64*i`
+    /// in rdi.
+    public static let dataAddress: UInt64 = 0x2000
+
+    public let backend: BackendKind = .kvm
+    public let mode: TinyGuestMode
+    public let guestMemory: GuestMemory
+    public var vcpuCount: Int { runner.vcpuCount }
+    public let runner: VCPURunner
+    private let consoleBytes = ByteCollector()
+
+    /// Everything COM1 received so far.
+    public var console: String { consoleBytes.text }
+
+    /// `irqchip`: create the in-kernel PIC/IOAPIC/LAPIC and PIT (as a Linux guest gets) and
+    /// wire COM1's interrupt to GSI 4. HLT then stays in the kernel; APs wait for INIT/SIPI.
+    public init(payload: [UInt8], mode: TinyGuestMode, vcpus: Int = 1,
+                exitPolicy: ExitPolicy = ExitPolicy(unmappedPorts: .ignore, unmappedMMIO: .fatal),
+                irqchip: Bool = false, kvm: KVMSystem? = nil, log: Log = .default) throws {
+        let system = try kvm ?? KVMSystem()
+        try system.requireBasics()
+        let memory = try GuestMemory.anonymous(layout: [(gpa: 0, size: Self.memoryBytes)])
+        guard payload.count <= Int(Self.dataAddress - Self.loadAddress) else {
+            throw KVMError.invalidConfiguration("payload of \(payload.count) bytes does not fit below 0x\(String(Self.dataAddress, radix: 16))")
+        }
+        try memory.write(payload, at: Self.loadAddress)
+        if mode == .long { try X86InitialState.writeLongModeTables(into: memory) }
+
+        let vm = try system.createVM(memory: memory)
+        var irq: IRQLine?
+        if irqchip {
+            try vm.setTSSAddress(0xfffb_d000)
+            try vm.setIdentityMapAddress(0xfffb_c000)
+            try vm.createIRQChip()
+            try vm.createPIT2()
+            irq = IRQLine.kvm(vm, gsi: Serial16550.com1IRQ, log: log)
+        }
+        var bus = DeviceBus()
+        try bus.add(SerialPortDevice(sink: consoleBytes.sink, irq: irq),
+                    ports: Serial16550.com1Base, count: Serial16550.portCount)
+        try bus.add(I8042Device(), ports: I8042.dataPort, count: I8042.commandPort - I8042.dataPort + 1)
+
+        self.mode = mode
+        self.guestMemory = memory
+        self.runner = try VCPURunner(vm: vm, memory: memory, vcpuCount: vcpus, bus: bus,
+                                     halt: irqchip ? .irqchip : .tinyGuest, exitPolicy: exitPolicy, log: log) { vcpu in
+            let rdi = Self.dataAddress + 64 * UInt64(vcpu.id)
+            switch mode {
+            case .real: try X86InitialState.realMode(vcpu, rip: Self.loadAddress) { $0.rdi = rdi }
+            case .long: try X86InitialState.longMode(vcpu, rip: Self.loadAddress) { $0.rdi = rdi }
+            }
+        }
+    }
+
+    public func start() throws { try runner.start() }
+
+    public func freeze(timeout: Duration) throws -> [VCPURegisterSnapshot] { try runner.freeze(timeout: timeout) }
+
+    public func thaw() throws { runner.thaw() }
+
+    public func wait(timeout: Duration) -> MachineExit { runner.wait(timeout: timeout) }
+
+    public func kill() { runner.kill() }
+
+    /// How the run ended, in words (shutdown reason or fatal diagnostic).
+    public var stopDetail: String? { runner.stopDetail }
+
+    /// The per-vCPU counter written by `TinyGuestPayloads.counterLoop`.
+    public func counter(of cpu: Int) throws -> UInt64 {
+        try guestMemory.read(UInt64.self, at: Self.dataAddress + 64 * UInt64(cpu))
+    }
+}
+
+/// `ktstr demo` (for now) and `ktstr bench tiny`: one tiny guest that prints on COM1.
+public enum TinyGuestDemo {
+    public struct Result: Sendable {
+        public var console: String
+        public var exit: MachineExit
+        public var detail: String?
+    }
+
+    /// Boots a guest that prints `text` on COM1 and halts; returns what it printed.
+    /// Throws `KVMError` (one line with the fix) when KVM is unusable.
+    public static func run(text: String = "hello\n", mode: TinyGuestMode = .long,
+                           timeout: Duration = .seconds(10), log: Log = .default) throws -> Result {
+        let m = try TinyGuestMachine(payload: TinyGuestPayloads.print(text, mode: mode), mode: mode, log: log)
+        try m.start()
+        let exit = m.wait(timeout: timeout)
+        return Result(console: m.console, exit: exit, detail: m.stopDetail)
+    }
+}

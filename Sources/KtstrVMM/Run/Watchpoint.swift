@@ -1,0 +1,121 @@
+import CKVM
+import Synchronization
+
+/// Up to four 4-byte write watchpoints in DR0..DR3, as KVM_SET_GUEST_DEBUG wants them.
+/// Slot 0 is the sched_ext exit_kind watch; slots 1...3 are for users.
+public struct WatchpointSet: Sendable, Equatable {
+    public static let slotCount = 4
+    /// Guest virtual addresses per slot (nil = slot off).
+    public private(set) var addresses: [UInt64?] = [nil, nil, nil, nil]
+
+    public enum ArmError: Error, CustomStringConvertible, Equatable {
+        case badSlot(Int)
+        case misaligned(UInt64)
+        public var description: String {
+            switch self {
+            case let .badSlot(s): "watchpoint slot \(s) does not exist — use 0...3"
+            case let .misaligned(a): "watchpoint address 0x\(String(a, radix: 16)) is not 4-byte aligned — x86 debug registers need a 4-aligned address for a 4-byte watch"
+            }
+        }
+    }
+
+    public init() {}
+
+    /// Watches 4-byte writes to guest virtual `address` in `slot`.
+    public mutating func arm(slot: Int, guestVirtual address: UInt64) throws(ArmError) {
+        guard (0..<Self.slotCount).contains(slot) else { throw .badSlot(slot) }
+        guard address % 4 == 0 else { throw .misaligned(address) }
+        addresses[slot] = address
+    }
+
+    public mutating func disarm(slot: Int) {
+        guard (0..<Self.slotCount).contains(slot) else { return }
+        addresses[slot] = nil
+    }
+
+    public var isEmpty: Bool { addresses.allSatisfy { $0 == nil } }
+
+    /// DR7 for the armed slots: local enable L<n> (bit 2n), R/W<n> = 01 (data writes) at bits
+    /// 16+4n, LEN<n> = 11 (4 bytes) at bits 18+4n, plus LE (bit 8, exact data breakpoints).
+    public var dr7: UInt64 {
+        var v: UInt64 = 0
+        for (n, a) in addresses.enumerated() where a != nil {
+            v |= 1 << (2 * UInt64(n))
+            v |= 0b01 << (16 + 4 * UInt64(n))
+            v |= 0b11 << (18 + 4 * UInt64(n))
+        }
+        if v != 0 { v |= 1 << 8 }
+        return v
+    }
+
+    /// The KVM_SET_GUEST_DEBUG argument: ENABLE|USE_HW_BP with DR0..3 and DR7, or all clear.
+    public var guestDebug: kvm_guest_debug {
+        var d = kvm_guest_debug()
+        guard !isEmpty else { return d }
+        d.control = UInt32(KVM_GUESTDBG_ENABLE) | UInt32(KVM_GUESTDBG_USE_HW_BP)
+        withUnsafeMutableBytes(of: &d.arch.debugreg) { regs in
+            for (n, a) in addresses.enumerated() { regs.storeBytes(of: a ?? 0, toByteOffset: n * 8, as: UInt64.self) }
+            regs.storeBytes(of: dr7, toByteOffset: 7 * 8, as: UInt64.self)
+        }
+        return d
+    }
+
+    /// Slots whose B<n> bit (DR6 bits 0...3) is set.
+    public static func hitSlots(dr6: UInt64) -> [Int] {
+        (0..<slotCount).filter { dr6 & (1 << UInt64($0)) != 0 }
+    }
+}
+
+/// Reacts to KVM_EXIT_DEBUG for the armed `WatchpointSet` (called on vCPU threads).
+///
+/// Slot 0 watches the scheduler's `exit_kind`: a hit latches the failure trigger only when
+/// the value now stored there (read through `exitKindHost`, volatile) is an error kind
+/// (>= SCX_EXIT_ERROR, 1024). A clean exit (DONE = 1, UNREG = 64...) writes the same word
+/// and must not trigger. Hits on slots 1...3 are counted for the user.
+public final class WatchpointMonitor: Sendable {
+    /// Values at or above this in the slot-0 word latch the failure trigger.
+    public let errorThreshold: UInt32
+    private let exitKindHost: UnsafeRawPointerBox?
+    private let trigger = Mutex<(fired: Bool, value: UInt32, cpu: Int, pc: UInt64)>((false, 0, -1, 0))
+    private let hits = Mutex<[Int]>([0, 0, 0, 0])
+    private let onTrigger: (@Sendable (UInt32) -> Void)?
+
+    /// `exitKindHost`: host address of the 4-byte word slot 0 watches (resolved by the
+    /// caller through the guest page tables); must stay mapped while the VM runs.
+    public init(exitKindHost: UnsafeRawPointer?, errorThreshold: UInt32 = UInt32(ExitKind.errorThreshold),
+                onTrigger: (@Sendable (UInt32) -> Void)? = nil) {
+        self.exitKindHost = exitKindHost.map(UnsafeRawPointerBox.init)
+        self.errorThreshold = errorThreshold
+        self.onTrigger = onTrigger
+    }
+
+    /// True once slot 0 saw an error-class value; `value` is that value.
+    public var failureTrigger: (fired: Bool, value: UInt32, cpu: Int, pc: UInt64) { trigger.withLock { $0 } }
+
+    /// Hit counts of slots 0...3.
+    public var hitCounts: [Int] { hits.withLock { $0 } }
+
+    /// Handles one debug exit; false when no watchpoint bit is set in DR6 (not ours).
+    public func handle(_ exit: VCPUExit.Debug, cpu: Int) -> Bool {
+        let slots = WatchpointSet.hitSlots(dr6: exit.dr6)
+        guard !slots.isEmpty else { return false }
+        hits.withLock { h in for s in slots { h[s] += 1 } }
+        if slots.contains(0), let p = exitKindHost?.pointer {
+            let value = ckvm_load_volatile_u32(p)
+            if value >= errorThreshold {
+                let first = trigger.withLock { t in
+                    guard !t.fired else { return false }
+                    t = (true, value, cpu, exit.pc)
+                    return true
+                }
+                if first { onTrigger?(value) }
+            }
+        }
+        return true
+    }
+}
+
+/// A raw pointer the caller promises stays valid (guest RAM outlives the VM's vCPUs).
+struct UnsafeRawPointerBox: @unchecked Sendable {
+    let pointer: UnsafeRawPointer
+}
