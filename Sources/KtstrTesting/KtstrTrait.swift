@@ -81,8 +81,13 @@ public struct KtstrTrait: TestTrait, SuiteTrait, TestScoping {
         test.traits.compactMap { $0 as? KtstrTrait }.reduce(VMConfig()) { $1.applied(to: $0) }
     }
 
+    /// `<Suite>.<function>` (e.g. `DepthSchedulerTests.schedulesEveryWorker`), file-system safe.
     static func artifactName(test: Test, testCase: Test.Case?) -> String {
-        var name = test.id.description
+        // The id reads "Module.Suite/function()/File.swift:12:3": keep the suite's type name.
+        let suite = test.id.description.split(separator: "/").first.flatMap { $0.split(separator: ".").last } ?? ""
+        var name = test.name.hasSuffix("()") ? String(test.name.dropLast(2)) : test.name
+        if let paren = name.firstIndex(of: "(") { name = String(name[..<paren]) }
+        if !suite.isEmpty, suite != Substring(name) { name = "\(suite).\(name)" }
         // Test.Case has no public identity: number the cases of a parameterized test.
         if let testCase, testCase.isParameterized { name += "-case\(caseCounter.add(1, ordering: .relaxed).newValue)" }
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")

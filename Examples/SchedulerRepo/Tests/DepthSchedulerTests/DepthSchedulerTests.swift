@@ -5,7 +5,7 @@ import KtstrTesting
 /// The build is cached under ~/.cache/ktstr, keyed by the sources' contents.
 func scxDepth(_ args: String...) throws -> SchedulerSpec {
     let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    let binary = try SchedulerBuilder.build(sourceDirectory: repo.appendingPathComponent("Schedulers/scx_depth").path)
+    let binary = try Provisioning.buildScheduler(sourceDirectory: repo.appendingPathComponent("Schedulers/scx_depth").path)
     return .binary(path: binary, args: args)
 }
 
