@@ -59,6 +59,23 @@ struct TinyGuestTests {
         #expect(m.console.isEmpty)
     }
 
+    /// INT3 with an empty IDT: hardware-virtualised KVM triple-faults (→ shutdown); KVM's
+    /// instruction emulator (nested PVM runs supervisor code through it) cannot execute INT3
+    /// and reports an internal error (→ fatal naming the instruction, with registers).
+    @Test func int3WithAnEmptyIDTEndsTheRunWithAReason() throws {
+        let (m, exit) = try run([0xcc, 0xeb, 0xfe], .long)                   // int3 ; jmp $
+        switch exit {
+        case .shutdown:
+            #expect(m.stopDetail?.contains("triple fault") == true, "\(m.stopDetail ?? "nil")")
+        case let .fatal(why):
+            #expect(why.contains("KVM_EXIT_INTERNAL_ERROR"), "\(why)")
+            #expect(why.contains("instruction bytes cc eb fe"), "\(why)")
+            #expect(why.contains("rip=0x1000"), "\(why)")
+        default:
+            Issue.record("expected shutdown or fatal, got \(exit)")
+        }
+    }
+
     @Test func readFromAnEmptyPortReturnsAllOnes() throws {
         // mov dx, 0x510 ; in al, dx ; mov dx, 0x3f8 ; out dx, al ; hlt   (real mode)
         let payload: [UInt8] = [0xba, 0x10, 0x05, 0xec, 0xba, 0xf8, 0x03, 0xee, 0xf4]
