@@ -54,7 +54,8 @@ final class RunCore: @unchecked Sendable {
         guard !started.load(ordering: .sequentiallyConsistent) else {
             throw KVMError.invalidConfiguration("start() called twice")
         }
-        VCPUKick.install()
+        // Without the no-op handler a kick would terminate the process (SIGUSR1's default).
+        guard VCPUKick.install() else { throw KVMError.ioctl(call: "sigaction(SIGUSR1)", errno: EINVAL) }
         started.store(true, ordering: .sequentiallyConsistent)
         for slot in slots {
             var attr = pthread_attr_t()
