@@ -76,6 +76,20 @@ struct TinyGuestTests {
         }
     }
 
+    @Test func guestReadsTheCMOSClockStatus() throws {
+        var payload: [UInt8] = [0xba, 0xf8, 0x03]                 // mov dx, 0x3f8
+        for reg: UInt8 in [0x0a, 0x0d, 0x32] {
+            payload += [0xb0, reg, 0xe6, 0x70]                     // mov al, reg ; out 0x70, al
+            payload += [0xe4, 0x71]                                // in al, 0x71
+            payload += [0xee]                                      // out dx, al
+        }
+        payload += [0xf4]                                          // hlt
+        let (m, exit) = try run(payload, .real)
+        #expect(exit == .shutdown)
+        // Status A (UIP clear), status D (valid), century 20 in BCD.
+        #expect(m.consoleOutput == [0x26, 0x80, 0x20])
+    }
+
     @Test func readFromAnEmptyPortReturnsAllOnes() throws {
         // mov dx, 0x510 ; in al, dx ; mov dx, 0x3f8 ; out dx, al ; hlt   (real mode)
         let payload: [UInt8] = [0xba, 0x10, 0x05, 0xec, 0xba, 0xf8, 0x03, 0xee, 0xf4]
