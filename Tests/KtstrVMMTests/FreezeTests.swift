@@ -58,6 +58,35 @@ struct FreezeTests {
         try m.thaw()
     }
 
+    /// 100 freeze/thaw cycles against 4 vCPUs hammering an empty port (an exit per loop):
+    /// every freeze parks everyone (no lost kick, no stuck immediate_exit) and every rip is
+    /// on an instruction boundary of the loop.
+    @Test func freezeThawSoakWhileVCPUsExitConstantly() throws {
+        let payload: [UInt8] = [0x66, 0xba, 0x10, 0x05,   //  0: mov dx, 0x510
+                                0xee,                     //  4: loop: out dx, al
+                                0x48, 0xff, 0x07,         //  5:       inc qword [rdi]
+                                0xeb, 0xfa]               //  8:       jmp loop
+        let boundaries: Set<UInt64> = [4, 5, 8].map { TinyGuestMachine.loadAddress + $0 }.reduce(into: []) { $0.insert($1) }
+        let m = try TinyGuestMachine(payload: payload, mode: .long, vcpus: 4, log: .silent)
+        try m.start()
+        defer { m.kill(); _ = m.wait(timeout: .seconds(5)) }
+        for cycle in 0..<100 {
+            let snaps = try m.freeze(timeout: .seconds(5))
+            for s in snaps where !boundaries.contains(s.rip) && s.rip != TinyGuestMachine.loadAddress {
+                Issue.record("cycle \(cycle): vCPU \(s.cpu) rip 0x\(String(s.rip, radix: 16)) is not an instruction of the loop")
+            }
+            try m.thaw()
+            Thread.sleep(forTimeInterval: 0.001)
+        }
+        // Back-to-back freezes may keep a vCPU from running at all (it re-publishes its
+        // parked registers): after the soak every vCPU must still make progress.
+        let deadline = Date().addingTimeInterval(10)
+        while try !(0..<4).allSatisfy({ try m.counter(of: $0) > 0 }), Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        #expect(try (0..<4).allSatisfy { try m.counter(of: $0) > 0 })
+    }
+
     @Test func freezeBeforeStartAndTwiceAreErrors() throws {
         let m = try TinyGuestMachine(payload: TinyGuestPayloads.counterLoop, mode: .long, log: .silent)
         #expect(throws: FreezeError.notRunning("not started")) { try m.freeze(timeout: .milliseconds(10)) }

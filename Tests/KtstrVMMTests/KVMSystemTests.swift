@@ -53,8 +53,21 @@ struct KVMSystemTests {
         try vm.setIRQLine(4, high: true)
         try vm.setIRQLine(4, high: false)
         #expect(throws: KVMError.self) { try vm.createIRQChip() }
+        let event = try EventFD()
+        try vm.registerIRQFD(event, gsi: 5)
+        event.signal()
+        try vm.unregisterIRQFD(event, gsi: 5)
         let vcpu = try vm.createVCPU(id: 0)
         _ = try vcpu.getLAPIC()
+        #expect(try vcpu.tscKHz() > 0)
+    }
+
+    @Test func eventFDCountsAndResets() throws {
+        let e = try EventFD()
+        #expect(e.read() == 0)
+        e.signal(); e.signal(2)
+        #expect(e.read() == 3)
+        #expect(e.read() == 0)
     }
 }
 

@@ -59,6 +59,37 @@ struct TinyGuestTests {
         #expect(m.console.isEmpty)
     }
 
+    /// INT3 with an empty IDT: hardware-virtualised KVM triple-faults (→ shutdown); KVM's
+    /// instruction emulator (nested PVM runs supervisor code through it) cannot execute INT3
+    /// and reports an internal error (→ fatal naming the instruction, with registers).
+    @Test func int3WithAnEmptyIDTEndsTheRunWithAReason() throws {
+        let (m, exit) = try run([0xcc, 0xeb, 0xfe], .long)                   // int3 ; jmp $
+        switch exit {
+        case .shutdown:
+            #expect(m.stopDetail?.contains("triple fault") == true, "\(m.stopDetail ?? "nil")")
+        case let .fatal(why):
+            #expect(why.contains("KVM_EXIT_INTERNAL_ERROR"), "\(why)")
+            #expect(why.contains("instruction bytes cc eb fe"), "\(why)")
+            #expect(why.contains("rip=0x1000"), "\(why)")
+        default:
+            Issue.record("expected shutdown or fatal, got \(exit)")
+        }
+    }
+
+    @Test func guestReadsTheCMOSClockStatus() throws {
+        var payload: [UInt8] = [0xba, 0xf8, 0x03]                 // mov dx, 0x3f8
+        for reg: UInt8 in [0x0a, 0x0d, 0x32] {
+            payload += [0xb0, reg, 0xe6, 0x70]                     // mov al, reg ; out 0x70, al
+            payload += [0xe4, 0x71]                                // in al, 0x71
+            payload += [0xee]                                      // out dx, al
+        }
+        payload += [0xf4]                                          // hlt
+        let (m, exit) = try run(payload, .real)
+        #expect(exit == .shutdown)
+        // Status A (UIP clear), status D (valid), century 20 in BCD.
+        #expect(m.consoleOutput == [0x26, 0x80, 0x20])
+    }
+
     @Test func readFromAnEmptyPortReturnsAllOnes() throws {
         // mov dx, 0x510 ; in al, dx ; mov dx, 0x3f8 ; out dx, al ; hlt   (real mode)
         let payload: [UInt8] = [0xba, 0x10, 0x05, 0xec, 0xba, 0xf8, 0x03, 0xee, 0xf4]

@@ -102,3 +102,30 @@ extension DeviceBus {
         try add(I8042Device(base: I8042.commandPort), ports: I8042.commandPort, count: 1)
     }
 }
+
+/// The CMOS clock on ports 0x70-0x71 (see `CMOSClock`).
+public final class CMOSClockDevice: PortIODevice {
+    private let state: Mutex<CMOSClock>
+
+    public init(clock: CMOSClock = CMOSClock()) { state = Mutex(clock) }
+
+    public func read(offset: UInt16, into data: UnsafeMutableRawBufferPointer) {
+        state.withLock { c in
+            for i in 0..<data.count { data[i] = c.read(port: CMOSClock.indexPort &+ offset &+ UInt16(i)) }
+        }
+    }
+
+    public func write(offset: UInt16, from data: UnsafeRawBufferPointer) -> DeviceAction {
+        state.withLock { c in
+            for i in 0..<data.count { c.write(port: CMOSClock.indexPort &+ offset &+ UInt16(i), value: data[i]) }
+        }
+        return .none
+    }
+}
+
+extension DeviceBus {
+    /// The CMOS RTC at 0x70-0x71.
+    public mutating func addCMOSClock(_ clock: CMOSClock = CMOSClock()) throws(KVMError) {
+        try add(CMOSClockDevice(clock: clock), ports: CMOSClock.indexPort, count: 2)
+    }
+}

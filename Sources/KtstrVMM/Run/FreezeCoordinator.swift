@@ -62,7 +62,7 @@ extension RunCore {
                 thawLocked()
                 throw .timeout(notParked: waiting.map(\.index), after: timeout)
             }
-            var pfd = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
+            var pfd = pollfd(fd: wake.fd, events: Int16(POLLIN), revents: 0)
             _ = poll(&pfd, 1, Int32(clamping: max(1, Int(left.seconds * 1000))))
         }
         return slots.map { $0.snapshot ?? VCPURegisterSnapshot(cpu: $0.index, rip: 0, rsp: 0, cr3: 0) }

@@ -29,12 +29,10 @@ final class RunCore: @unchecked Sendable {
     let threads = Mutex<[pthread_t?]>([])
     let started = Atomic<Bool>(false)
     /// The vCPU threads write here when they park or end; the freezing thread polls it.
-    let wakeFD: Int32
+    let wake: EventFD
 
     init(vm: KVMVM, memory: GuestMemory, slots: [VCPUSlot], dispatch: ExitDispatch, halt: HaltPolicy, log: Log) throws {
-        let fd = ckvm_eventfd(0, ckvm_eventfd_flags_cloexec_nonblock())
-        guard fd >= 0 else { throw KVMError.ioctl(call: "eventfd", errno: errno) }
-        self.wakeFD = fd
+        self.wake = try EventFD(nonBlocking: true)
         self.vm = vm
         self.memory = memory
         self.slots = slots
@@ -43,8 +41,6 @@ final class RunCore: @unchecked Sendable {
         self.log = log
         threads.withLock { $0 = Array(repeating: nil, count: slots.count) }
     }
-
-    deinit { close(wakeFD) }
 
     var stopDetail: String? {
         cond.lock(); defer { cond.unlock() }
@@ -58,7 +54,8 @@ final class RunCore: @unchecked Sendable {
         guard !started.load(ordering: .sequentiallyConsistent) else {
             throw KVMError.invalidConfiguration("start() called twice")
         }
-        VCPUKick.install()
+        // Without the no-op handler a kick would terminate the process (SIGUSR1's default).
+        guard VCPUKick.install() else { throw KVMError.ioctl(call: "sigaction(SIGUSR1)", errno: EINVAL) }
         started.store(true, ordering: .sequentiallyConsistent)
         for slot in slots {
             var attr = pthread_attr_t()
@@ -150,15 +147,9 @@ final class RunCore: @unchecked Sendable {
     }
 
     /// vCPU threads post here when they park or end; the freezing thread polls it.
-    func signalWake() {
-        var one: UInt64 = 1
-        _ = Glibc.write(wakeFD, &one, 8)
-    }
+    func signalWake() { wake.signal() }
 
-    func drainWake() {
-        var v: UInt64 = 0
-        _ = Glibc.read(wakeFD, &v, 8)
-    }
+    func drainWake() { _ = wake.read() }
 
     /// Called when the public runner goes away: nothing may keep running.
     func teardown() {

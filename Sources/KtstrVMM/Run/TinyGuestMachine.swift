@@ -1,10 +1,10 @@
 import Foundation
 import Synchronization
 
-/// A VM for a hand-assembled payload: 2 MiB of RAM at 0, the payload at `loadAddress`, COM1
-/// (console, collected in `console`) and the i8042 on the port bus, no irqchip, HLT on the
-/// BSP ends the run. Proves the KVM layer, the exit dispatch and the freeze rendezvous
-/// without a kernel.
+/// A VM for a hand-assembled payload: 2 MiB of RAM at 0, the payload at `loadAddress`;
+/// COM1 (console, collected in `console`), the i8042 and the CMOS clock on the port bus; no
+/// irqchip (unless asked), HLT on the BSP ends the run. Proves the KVM layer, the exit
+/// dispatch and the freeze rendezvous without a kernel.
 public final class TinyGuestMachine: Machine, @unchecked Sendable {
     public static let loadAddress: UInt64 = 0x1000
     public static let memoryBytes: UInt64 = 2 << 20
@@ -18,6 +18,9 @@ public final class TinyGuestMachine: Machine, @unchecked Sendable {
     public var vcpuCount: Int { runner.vcpuCount }
     public let runner: VCPURunner
     private let consoleBytes = ByteCollector()
+
+    /// Everything COM1 received so far, as bytes.
+    public var consoleOutput: [UInt8] { consoleBytes.contents }
 
     /// Everything COM1 received so far.
     public var console: String { consoleBytes.text }
@@ -50,6 +53,7 @@ public final class TinyGuestMachine: Machine, @unchecked Sendable {
         try bus.add(SerialPortDevice(sink: consoleBytes.sink, irq: irq),
                     ports: Serial16550.com1Base, count: Serial16550.portCount)
         try bus.addI8042()
+        try bus.addCMOSClock()
         try devices(&bus)
 
         self.mode = mode
