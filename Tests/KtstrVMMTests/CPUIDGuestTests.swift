@@ -44,7 +44,7 @@ struct CPUIDGuestTests {
         let log = PortLog()
         var bus = DeviceBus()
         try bus.add(log, ports: 0x10, count: 4)
-        try bus.add(I8042Device(), ports: I8042.dataPort, count: 5)
+        try bus.addI8042()
         let supported = try kvm.supportedCPUID().map(KVMLinuxBoot.cpuid)
         let runner = try VCPURunner(vm: vm, memory: mem, vcpuCount: 1, bus: bus, halt: .irqchip, log: .silent) { vcpu in
             try KVMLinuxBoot.setUpVCPU(vcpu, index: 0, topology: topo, supported: supported, mask: .emulatedKernelCode,

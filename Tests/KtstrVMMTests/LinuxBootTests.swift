@@ -92,7 +92,8 @@ struct LinuxBootTests {
         let k = try #require(defaultKernel)
         let (path, _) = KVMMachine.bootImage(image: k.image, vmlinux: k.vmlinux)
         let marker = "ktstr.marker=\(UUID().uuidString.prefix(8).lowercased())"
-        let (m, console) = try Self.boot(path, extra: marker, topology: Topology(llcs: 1, coresPerLLC: 2), mask: .emulatedKernelCode)
+        let (m, console) = try Self.boot(path, extra: marker, topology: Topology(llcs: 1, coresPerLLC: 2, threadsPerCore: 2),
+                                         mask: .emulatedKernelCode)
         defer { m.kill(); _ = m.wait(timeout: .seconds(15)) }
         #expect(m.commandLine.contains(marker))
         #expect(m.commandLine.contains("noxsave"))
@@ -100,7 +101,7 @@ struct LinuxBootTests {
         // the kernel's) page tables, the AP still waiting for INIT/SIPI; then boot goes on.
         Thread.sleep(forTimeInterval: 3)
         let snaps = try m.freeze(timeout: .seconds(10))
-        #expect(snaps.map(\.cpu) == [0, 1])
+        #expect(snaps.map(\.cpu) == [0, 1, 2, 3])
         #expect(snaps[0].cr3 != 0 && snaps[0].rip != 0)
         #expect((snaps[0].efer ?? 0) & EntryState.eferLMA != 0)
         try m.thaw()
@@ -108,6 +109,13 @@ struct LinuxBootTests {
         let echo = try Self.elapsed(console.waitFor(marker, timeout: .seconds(300)), "command line echo", console)
         let line = console.text.split(separator: "\n").first { $0.contains(marker) }.map(String.init) ?? ""
         #expect(line.contains("Command line: console=ttyS0"))
+        // SMP description: the kernel counts the MADT's CPUs and our CPUID topology leaves.
+        let cpus = try Self.elapsed(console.waitFor("Allowing 4 present CPUs", timeout: .seconds(300)), "CPU count", console)
+        let text = console.text
+        #expect(text.contains("ACPI: Using ACPI (MADT) for SMP configuration information"))
+        #expect(text.contains("CPU topo: Max. threads per core:   2"))
+        #expect(text.contains("CPU topo: Num. cores per package:     2"))
+        FileHandle.standardError.write(Data("LinuxBootTests: 4 CPUs (1x2x2) discovered after \(String(format: "%.1f", cpus)) s\n".utf8))
         FileHandle.standardError.write(Data("LinuxBootTests: \(path): banner after \(String(format: "%.1f", banner)) s, Command line echo after \(String(format: "%.1f", echo)) s\n".utf8))
     }
 

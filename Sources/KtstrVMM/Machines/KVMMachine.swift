@@ -88,7 +88,7 @@ public final class KVMMachine: Machine, @unchecked Sendable {
                     ports: Serial16550.com1Base, count: Serial16550.portCount)
         let com2 = SerialPortDevice(sink: config.channel ?? { _ in }, irq: .kvm(vm, gsi: Serial16550.com2IRQ, log: config.log))
         try bus.add(com2, ports: Serial16550.com2Base, count: Serial16550.portCount)
-        try bus.add(I8042Device(), ports: I8042.dataPort, count: I8042.commandPort - I8042.dataPort + 1)
+        try bus.addI8042()
 
         let supported = try system.supportedCPUID().map(KVMLinuxBoot.cpuid)
         runner = try VCPURunner(vm: vm, memory: memory, vcpuIDs: ids.map(Int.init), bus: bus, halt: .irqchip,
