@@ -50,8 +50,10 @@ import Testing
         #expect(bt.count == 4 && d.backtrace.count == 4)
         #expect(d.schedulerDump?.contains("Event counters") == true)
         r.readCPUs(count: 2, into: &d)
-        #expect(d.cpus == [CPUState(cpu: 0, nrRunning: 3, scxNrRunning: 2, currentPID: 100, currentComm: "spinner0"),
-                           CPUState(cpu: 1, nrRunning: 4, scxNrRunning: 3, currentPID: 101, currentComm: "spinner1")])
+        #expect(d.cpus == [CPUState(cpu: 0, nrRunning: 3, scxNrRunning: 2, currentPID: 100, currentComm: "spinner0",
+                                    localDSQDepth: 1, scxFlags: 0, rqClock: 5_000_000, scxClock: 0),
+                           CPUState(cpu: 1, nrRunning: 4, scxNrRunning: 3, currentPID: 101, currentComm: "spinner1",
+                                    localDSQDepth: 1, scxFlags: 0, rqClock: 5_000_001, scxClock: 0)])
     }
 
     @Test func mapsAreWalkedAndGlobalsDecoded() throws {

@@ -93,10 +93,19 @@ public struct CPUState: Codable, Sendable, Equatable {
     public var scxNrRunning: UInt32?
     public var currentPID: Int32?
     public var currentComm: String?
+    /// Tasks queued on this CPU's local DSQ (`rq->scx.local_dsq.nr`).
+    public var localDSQDepth: UInt32?
+    /// `rq->scx.flags` (SCX_RQ_*).
+    public var scxFlags: UInt32?
+    /// `rq->clock` and `rq->scx.clock` in ns: a CPU whose clocks lag the others' did not tick.
+    public var rqClock: UInt64?
+    public var scxClock: UInt64?
 
-    public init(cpu: Int, nrRunning: UInt32? = nil, scxNrRunning: UInt32? = nil, currentPID: Int32? = nil, currentComm: String? = nil) {
+    public init(cpu: Int, nrRunning: UInt32? = nil, scxNrRunning: UInt32? = nil, currentPID: Int32? = nil, currentComm: String? = nil,
+                localDSQDepth: UInt32? = nil, scxFlags: UInt32? = nil, rqClock: UInt64? = nil, scxClock: UInt64? = nil) {
         self.cpu = cpu; self.nrRunning = nrRunning; self.scxNrRunning = scxNrRunning
         self.currentPID = currentPID; self.currentComm = currentComm
+        self.localDSQDepth = localDSQDepth; self.scxFlags = scxFlags; self.rqClock = rqClock; self.scxClock = scxClock
     }
 }
 

@@ -47,7 +47,10 @@ extension FailureDump: CustomStringConvertible {
             o.append("runqueues:")
             for c in cpus {
                 var s = "  cpu\(c.cpu): nr_running=\(c.nrRunning.map(String.init) ?? "?") scx.nr_running=\(c.scxNrRunning.map(String.init) ?? "?")"
+                if let d = c.localDSQDepth { s += " local_dsq=\(d)" }
+                if let f = c.scxFlags { s += " scx.flags=\(hex(UInt64(f)))" }
                 if let pid = c.currentPID { s += " curr=\(c.currentComm ?? "?")[\(pid)]" }
+                if let k = c.rqClock { s += " clock=\(k)" }
                 o.append(s)
             }
         }

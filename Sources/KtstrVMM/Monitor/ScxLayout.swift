@@ -26,6 +26,8 @@ public struct ScxLayout: Sendable {
     public struct PerCPU: Sendable {
         public let rqNrRunning: Int, rqCurr: Int, rqScxNrRunning: Int
         public let taskPID: Int, taskComm: BTFField
+        /// Optional extras (nil when this kernel's `struct rq` lacks them).
+        public let localDSQDepth: Int?, scxFlags: Int?, scxClock: Int?, rqClock: Int?
     }
 
     public struct Maps: Sendable {
@@ -60,7 +62,11 @@ public struct ScxLayout: Sendable {
                 rqCurr: try btf.offset(of: "curr", in: "rq"),
                 rqScxNrRunning: try btf.offset(of: "scx.nr_running", in: "rq"),
                 taskPID: try btf.offset(of: "pid", in: "task_struct"),
-                taskComm: try btf.field("comm", in: "task_struct"))
+                taskComm: try btf.field("comm", in: "task_struct"),
+                localDSQDepth: try? btf.offset(of: "scx.local_dsq.nr", in: "rq"),
+                scxFlags: try? btf.offset(of: "scx.flags", in: "rq"),
+                scxClock: try? btf.offset(of: "scx.clock", in: "rq"),
+                rqClock: try? btf.offset(of: "clock", in: "rq"))
             perCPUProblem = nil
         } catch {
             perCPU = nil

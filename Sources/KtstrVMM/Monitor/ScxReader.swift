@@ -114,6 +114,10 @@ public struct ScxReader: Sendable {
                 let rq = rqs &+ off
                 s.nrRunning = try space.read(UInt32.self, at: rq &+ UInt64(P.rqNrRunning))
                 s.scxNrRunning = try space.read(UInt32.self, at: rq &+ UInt64(P.rqScxNrRunning))
+                if let o = P.localDSQDepth { s.localDSQDepth = try space.read(UInt32.self, at: rq &+ UInt64(o)) }
+                if let o = P.scxFlags { s.scxFlags = try space.read(UInt32.self, at: rq &+ UInt64(o)) }
+                if let o = P.rqClock { s.rqClock = try space.read(UInt64.self, at: rq &+ UInt64(o)) }
+                if let o = P.scxClock { s.scxClock = try space.read(UInt64.self, at: rq &+ UInt64(o)) }
                 let curr = try space.readPointer(at: rq &+ UInt64(P.rqCurr))
                 if curr != 0 {
                     s.currentPID = Int32(bitPattern: try space.read(UInt32.self, at: curr &+ UInt64(P.taskPID)))
