@@ -36,7 +36,7 @@ public final class FailureMonitor: @unchecked Sendable {
     /// Symbols the agent must look up in /proc/kallsyms and report in its hello.
     public static let requiredSymbols: [String] = [
         "scx_root", "page_offset_base", "phys_base", "__start_BTF", "__stop_BTF",
-        "__per_cpu_offset", "runqueues", "map_idr", "init_top_pgt",
+        "__per_cpu_offset", "runqueues", "map_idr", "init_top_pgt", "_text", "_end",
     ] + GuestKallsyms.symbolNames + ["bpf_kallsyms"]
 
     public struct Options: Sendable {

@@ -38,7 +38,8 @@ public struct KernelContext: Sendable {
         guard let physSym = symbols["phys_base"] else { throw .missingSymbol("phys_base") }
         guard let physBase = KernelAddressSpace.discoverPhysBase(memory: memory, physBaseSymbol: physSym, startBTF: symbols["__start_BTF"])
         else { throw .physBase }
-        let image = KernelAddressSpace(memory: memory, physBase: physBase, pageOffsetBase: nil, walker: nil)
+        let range = KernelAddressSpace.imageRange(symbols: symbols)
+        let image = KernelAddressSpace(memory: memory, physBase: physBase, pageOffsetBase: nil, walker: nil, imageRange: range)
         let pob = symbols["page_offset_base"].flatMap { try? image.readPointer(at: $0) }
         // 5-level paging moves the direct map out of the 48-bit canonical range.
         var fiveLevel = pob.map { !PageTableWalker(memory: memory, cr3: 0, fiveLevel: false).isCanonical($0) } ?? false
@@ -46,7 +47,7 @@ public struct KernelContext: Sendable {
         let walker = symbols["init_top_pgt"].flatMap { image.imageGPA($0) }.map {
             PageTableWalker(memory: memory, cr3: $0, fiveLevel: fiveLevel)
         }
-        let space = KernelAddressSpace(memory: memory, physBase: physBase, pageOffsetBase: pob, walker: walker)
+        let space = KernelAddressSpace(memory: memory, physBase: physBase, pageOffsetBase: pob, walker: walker, imageRange: range)
         log.debug("monitor: phys_base=0x\(String(physBase, radix: 16)) page_offset_base=\(pob.map { "0x" + String($0, radix: 16) } ?? "?") levels=\(fiveLevel ? 5 : 4)")
 
         var why: [String] = []
