@@ -171,13 +171,23 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, dog[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, err[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, err[1], 2)
-        posix_spawn_file_actions_adddup2(&actions, mfd, 3)
-        posix_spawn_file_actions_adddup2(&actions, con[1], 4)
-        posix_spawn_file_actions_adddup2(&actions, chan[1], 5)
-        if let ifd = config.initrdFD { posix_spawn_file_actions_adddup2(&actions, ifd, 6) }
+        // A source fd numbered 0...6 would be clobbered by an earlier dup2 onto its number
+        // (the initrd fd lands on 3...5 when Dispatch has not opened its fds yet): lift every
+        // source above the targets first; the lifted copies are closed after the spawn.
+        var lifted: [Int32] = []
+        func lift(_ fd: Int32) -> Int32 {
+            let n = fcntl(fd, F_DUPFD_CLOEXEC, 16)
+            if n >= 0 { lifted.append(n); return n }
+            return fd
+        }
+        defer { lifted.forEach { close($0) } }
+        posix_spawn_file_actions_adddup2(&actions, lift(dog[0]), 0)
+        posix_spawn_file_actions_adddup2(&actions, lift(err[1]), 1)
+        posix_spawn_file_actions_adddup2(&actions, lift(err[1]), 2)
+        posix_spawn_file_actions_adddup2(&actions, lift(mfd), 3)
+        posix_spawn_file_actions_adddup2(&actions, lift(con[1]), 4)
+        posix_spawn_file_actions_adddup2(&actions, lift(chan[1]), 5)
+        if let ifd = config.initrdFD { posix_spawn_file_actions_adddup2(&actions, lift(ifd), 6) }
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
