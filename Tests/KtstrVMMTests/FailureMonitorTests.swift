@@ -136,6 +136,7 @@ import Testing
         #expect(try enc.encode(back) == data)
         #expect(back.kind == "error_rescue" && back.backtrace[0].address == "ffffffff81234567")
         #expect(back.maps[0].contents == [100, 0, 0, 0, 0, 0, 0, 0])
+        #expect(back.global("error_after")?.integer == 100 && back.global("nope") == nil)
         // Old/minimal dumps decode too.
         let minimal = try JSONDecoder().decode(FailureDump.self, from: Data(#"{"kind":"error","kindValue":1024}"#.utf8))
         #expect(minimal.backtrace.isEmpty && minimal.registers.isEmpty)

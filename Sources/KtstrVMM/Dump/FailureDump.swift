@@ -68,6 +68,13 @@ public struct FailureDump: Codable, Sendable {
         btfSource = try c.decodeIfPresent(String.self, forKey: .btfSource)
     }
 
+    /// A BPF program global by name, from whichever map's section holds it
+    /// (`dump.global("ktstr_knob_error_after")?.integer == 100`).
+    public func global(_ name: String) -> BPFVariable? {
+        for m in maps { if let v = m.variable(name) { return v } }
+        return nil
+    }
+
     /// The BPF map called `name` (`"fault_bpf.bss"`, or a suffix such as `".bss"`).
     public func map(named name: String) -> BPFMapDump? {
         maps.first { $0.name == name } ?? maps.first { $0.name.hasSuffix(name) }
