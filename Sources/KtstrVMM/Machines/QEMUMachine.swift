@@ -70,7 +70,12 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     /// Serialises fd creation + spawn across machines (see start()).
     static let spawnLock = NSLock()
 
+    /// Unique per machine; names its QMP socket and RAM file (`ktstr-<host pid>-<n>-<random>`),
+    /// so its processes can be told apart from other machines' in /proc.
+    public let instanceName: String
+
     public init(_ config: Configuration, log: Log = .default) {
+        instanceName = "ktstr-\(getpid())-\(Self.counter.next())-\(UInt32.random(in: 0...UInt32.max))"
         self.config = config
         self.log = log
         backend = config.accelerator == .kvm ? .qemuKVM : .qemuTCG
@@ -129,7 +134,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         let already = pid != 0
         state.unlock()
         guard !already else { throw QEMUError.setup("start() called twice") }
-        let unique = "ktstr-\(getpid())-\(Self.counter.next())-\(UInt32.random(in: 0...UInt32.max))"
+        let unique = instanceName
         let ramBytes = UInt64(config.memoryMiB) << 20
 
         // Guest RAM: a /dev/shm file unlinked at once; qemu and we keep it through fds.
