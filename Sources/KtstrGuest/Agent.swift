@@ -213,7 +213,7 @@ enum Kallsyms {
     }
 
     /// Line: `<16 hex> <type> <name>[\t[module]]`.
-    private static func match(_ b: [UInt8], _ s: Int, _ e: Int, _ wanted: [[UInt8]], _ found: inout [Int: String]) {
+    static func match(_ b: [UInt8], _ s: Int, _ e: Int, _ wanted: [[UInt8]], _ found: inout [Int: String]) {
         let nameStart = s + 19
         guard e - s > 19, b[s + 16] == 0x20, b[s + 18] == 0x20 else { return }
         var nameEnd = nameStart
