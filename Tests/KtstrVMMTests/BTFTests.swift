@@ -134,6 +134,44 @@ struct BTFBuilder {
         #expect(throws: BTFError.self) { try btf.size(of: 1) }
     }
 
+    @Test func everyKindParses() throws {
+        var b = BTFBuilder()
+        let i = b.int("int", size: 4, signed: true)                                       // 1
+        let flt = b.type("double", kind: 16, sizeOrType: 8)                                // 2 FLOAT
+        let cst = b.type("", kind: 10, sizeOrType: i)                                      // 3 CONST
+        let tag = b.type("rcu", kind: 18, sizeOrType: cst)                                 // 4 TYPE_TAG
+        let ptr = b.type("", kind: 2, sizeOrType: tag)                                     // 5 PTR
+        let rst = b.type("", kind: 11, sizeOrType: ptr)                                    // 6 RESTRICT
+        let proto = b.type("", kind: 13, vlen: 2, sizeOrType: i, extra: [b.str("a"), rst, b.str("b"), flt]) // 7 FUNC_PROTO
+        let fn = b.type("do_thing", kind: 12, sizeOrType: proto, extra: [])               // 8 FUNC
+        _ = b.type("noinline", kind: 17, sizeOrType: fn, extra: [UInt32(bitPattern: -1)]) // 9 DECL_TAG
+        let e64 = b.type("big", kind: 19, vlen: 1, kflag: true, sizeOrType: 8,
+                         extra: [b.str("BIG_NEG"), 0xFFFF_FFFE, 0xFFFF_FFFF])             // 10 ENUM64 = -2
+        _ = b.type("later", kind: 7, sizeOrType: 0)                                        // 11 FWD
+        let v = b.type("counter", kind: 14, sizeOrType: i, extra: [1])                     // 12 VAR
+        _ = b.type(".data", kind: 15, vlen: 1, sizeOrType: 4, extra: [v, 0, 4])            // 13 DATASEC
+        _ = b.structure("holder", size: 16, members: [("p", rst, 0), ("e", e64, 64)])
+        let btf = try BTF(bytes: b.blob())
+        #expect(btf.types.map(\.kind) == [.void, .int, .float, .const, .typeTag, .ptr, .restrict, .funcProto, .func, .declTag, .enum64, .fwd, .var, .datasec, .struct])
+        #expect(try btf.size(of: flt) == 8 && btf.resolve(tag) == i && btf.resolve(rst) == ptr)
+        #expect(btf.type(proto)?.members.map { btf.string(at: $0.nameOffset) } == ["a", "b"])
+        #expect(btf.type(9)?.extra == -1)
+        #expect(try btf.enumValues("big") == [-2: "BIG_NEG"])
+        #expect(btf.sectionVariables(13).map(\.name) == ["counter"])
+        #expect(try btf.field("e", in: "holder").size == 8)
+        #expect(btf.compositeID(named: "later") == nil) // a FWD is not a definition
+    }
+
+    @Test func corruptELFFilesThrow() throws {
+        let path = NSTemporaryDirectory() + "ktstr-elf-test-\(getpid())"
+        defer { unlink(path) }
+        for blob: [UInt8] in [[], Array("not an elf at all".utf8), [0x7F, 0x45, 0x4C, 0x46, 2, 1] + [UInt8](repeating: 0xFF, count: 58)] {
+            FileManager.default.createFile(atPath: path, contents: Data(blob))
+            #expect(throws: ELFSectionError.self) { try ELFSection.read(".BTF", from: path) }
+        }
+        #expect(throws: ELFSectionError.self) { try ELFSection.read(".BTF", from: "/nonexistent/vmlinux") }
+    }
+
     static let vmlinux = "/root/.cache/ktstr/kernels/7.3.4+deb13-cloud-amd64/vmlinux"
 
     @Test(.enabled(if: FileManager.default.fileExists(atPath: vmlinux), "no cached vmlinux: run `swift run ktstr setup`"))
