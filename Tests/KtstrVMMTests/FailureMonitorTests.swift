@@ -104,6 +104,7 @@ import Testing
         let mon = FailureMonitor(log: .silent, options: Self.fastOptions())
         mon.start(machine: FakeMachine(g.memory), kallsyms: [:], vmlinux: nil)
         #expect(mon.finish() == nil)
+        #expect(mon.setupProblem?.contains("phys_base") == true)
         let never = FailureMonitor(log: .silent)
         #expect(never.finish() == nil) // finish without start
     }

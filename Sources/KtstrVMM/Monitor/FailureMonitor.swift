@@ -57,6 +57,7 @@ public final class FailureMonitor: @unchecked Sendable {
         var stop = false
         var dump: FailureDump?
         var watchTriggered = false
+        var setupProblem: String?
     }
 
     private let log: Log
@@ -115,6 +116,10 @@ public final class FailureMonitor: @unchecked Sendable {
     /// The dump, if one was captured already (the run continues after it).
     public var currentDump: FailureDump? { state.withLock { $0.dump } }
 
+    /// Why the monitor could not watch at all (no BTF, symbols missing...), for the run's
+    /// `problems`: without it a failed scheduler's missing dump would go unexplained.
+    public var setupProblem: String? { state.withLock { $0.setupProblem } }
+
     private var stopping: Bool { state.withLock { $0.stop } }
 
     private func run(machine: any Machine, symbols: [String: UInt64], vmlinux: String?) {
@@ -122,6 +127,7 @@ public final class FailureMonitor: @unchecked Sendable {
         let t0 = ContinuousClock.now
         do { ctx = try KernelContext.resolve(memory: machine.guestMemory, symbols: symbols, vmlinux: vmlinux, log: log) } catch {
             log.warning("\(error)")
+            state.withLock { $0.setupProblem = "\(error)" }
             return
         }
         log.info("monitor: watching scx_root after \(ContinuousClock.now - t0) of setup (BTF from \(ctx.btfSource))")
