@@ -37,7 +37,7 @@ public final class FailureMonitor: @unchecked Sendable {
     public static let requiredSymbols: [String] = [
         "scx_root", "page_offset_base", "phys_base", "__start_BTF", "__stop_BTF",
         "__per_cpu_offset", "runqueues", "map_idr", "init_top_pgt", "_text", "_end",
-    ] + GuestKallsyms.symbolNames + ["bpf_kallsyms"]
+    ] + GuestKallsyms.symbolNames + ["kallsyms_relative_base", "bpf_kallsyms"]
 
     public struct Options: Sendable {
         public var pollInterval: Duration = .milliseconds(5)
