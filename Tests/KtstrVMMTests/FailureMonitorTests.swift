@@ -30,6 +30,8 @@ import Testing
         #expect(d.backtrace[3].symbol == "bpf_prog_85d36b8df8c38d15_fault_enqueue+0x234")
         #expect(d.symbolSource == "guest kallsyms tables + bpf_kallsyms (BPF programs)")
         #expect(d.map(named: "fault_bpf.bss")?.variable("nr_enqueued")?.integer == 4242)
+        #expect(d.map(named: "stats")?.perCPUIntegers == [[10, 11], [20, 21]])
+        #expect(d.text.contains("cpu1: 20 21"))
         #expect(d.cpus.count == 2)
         #expect(d.flags == 3 && d.flagNames == ["INITIALIZED"])
         let t = try #require(d.timing)

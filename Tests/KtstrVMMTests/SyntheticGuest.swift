@@ -38,7 +38,7 @@ struct SyntheticGuest {
         let ek = b.enumeration("scx_exit_kind", [("SCX_EXIT_NONE", 0), ("SCX_EXIT_DONE", 1), ("SCX_EXIT_ERROR", 1024),
                                                  ("SCX_EXIT_ERROR_BPF", 1025), ("SCX_EXIT_ERROR_STALL", 1026), ("SCX_EXIT_ERROR_RESCUE", 1028)])
         _ = b.enumeration("scx_exit_flags", [("SCX_EFLAG_INITIALIZED", 1)])
-        _ = b.enumeration("bpf_map_type", [("BPF_MAP_TYPE_UNSPEC", 0), ("BPF_MAP_TYPE_HASH", 1), ("BPF_MAP_TYPE_ARRAY", 2)])
+        _ = b.enumeration("bpf_map_type", [("BPF_MAP_TYPE_UNSPEC", 0), ("BPF_MAP_TYPE_HASH", 1), ("BPF_MAP_TYPE_ARRAY", 2), ("BPF_MAP_TYPE_PERCPU_ARRAY", 6)])
         // Deliberately not the real kernel's offsets.
         let ei = b.structure("scx_exit_info", size: 72, members: [
             ("kind", ek, 0), ("exit_cpu", i32, 32), ("exit_code", s64, 64), ("flags", u64, 128), ("reason", pchr, 192),
@@ -160,6 +160,16 @@ struct SyntheticGuest {
         try header(bss, type: 2, id: 9, name: "fault_bpf.bss", key: 4, value: 16, max: 1)
         let value = try bss + off("value", "bpf_array")
         try w(UInt64(4242), value); try w(Int32(-100), value + 8); try w(UInt8(1), value + 12); try mem.write(Array("ok\0".utf8), at: value + 13)
+        // slot 3: a per-CPU array (value u64, 2 entries): cpu c's entry i at GPA 0x127000 + c*0x1000 + i*8.
+        let pcpu: UInt64 = 0x12_6000
+        try w(Self.dm(pcpu), node + slots + 24)
+        try header(pcpu, type: 6, id: 11, name: "stats", key: 4, value: 8, max: 2)
+        let off0 = try mem.read(UInt64.self, at: Self.gpa(Self.k + 0x20))
+        let pvalue = try pcpu + off("value", "bpf_array")
+        for i in 0..<2 {
+            try w(Self.dm(0x12_7000 + UInt64(i * 8)) &- off0, pvalue + UInt64(i * 8))
+            for cpu in 0..<2 { try w(UInt64(10 * (cpu + 1) + i), 0x12_7000 + UInt64(cpu) * 0x1000 + UInt64(i * 8)) }
+        }
         let (pblob, ds) = Self.programBTF()
         try mem.write(pblob, at: 0x12_4000)
         try w(Self.dm(0x12_4000), 0x12_3000 + off("data", "btf"))

@@ -133,10 +133,25 @@ public struct BPFMapDump: Codable, Sendable, Equatable {
     public var contentsTruncated: Bool?
     /// Globals decoded with the map's own BTF (`.bss`/`.data`/`.rodata` DATASEC).
     public var variables: [BPFVariable]?
+    /// Per-CPU arrays: for each CPU, the hex of its values of the first entries (each
+    /// `valueSize` bytes, entry 0 first; at most 16 entries).
+    public var perCPUHex: [String]?
+
+    /// Per-CPU array values as little-endian integers: `[cpu][entry]`, when `valueSize` ≤ 8.
+    public var perCPUIntegers: [[UInt64]]? {
+        guard let rows = perCPUHex, valueSize >= 1, valueSize <= 8 else { return nil }
+        return rows.map { row in
+            let bytes = BPFMapDump.bytes(fromHex: row) ?? []
+            return stride(from: 0, to: bytes.count - Int(valueSize) + 1, by: Int(valueSize)).compactMap {
+                littleEndianValue(bytes, offset: $0, size: Int(valueSize))
+            }
+        }
+    }
 
     /// The raw contents (decoded from `contentsHex`).
-    public var contents: [UInt8]? {
-        guard let h = contentsHex else { return nil }
+    public var contents: [UInt8]? { contentsHex.flatMap(Self.bytes(fromHex:)) }
+
+    static func bytes(fromHex h: String) -> [UInt8]? {
         var out: [UInt8] = []
         var it = h.utf8.makeIterator()
         while let a = it.next(), let b = it.next() {

@@ -63,6 +63,11 @@ extension FailureDump: CustomStringConvertible {
                     let shown = v.value.count > 96 ? v.value.prefix(96) + "… (\(v.size) bytes)" : Substring(v.value)
                     o.append("      \(v.name) = \(shown)")
                 }
+                if let ints = m.perCPUIntegers {
+                    for (cpu, row) in ints.enumerated() { o.append("      cpu\(cpu): " + row.map(String.init).joined(separator: " ")) }
+                } else if let rows = m.perCPUHex {
+                    for (cpu, row) in rows.enumerated() { o.append("      cpu\(cpu): " + row.prefix(96) + (row.count > 96 ? "…" : "")) }
+                }
                 if m.variables == nil, let bytes = m.contents {
                     for row in stride(from: 0, to: min(bytes.count, 256), by: 16) {
                         let chunk = bytes[row..<min(row + 16, bytes.count)]

@@ -206,7 +206,8 @@ public final class FailureMonitor: @unchecked Sendable {
         let bt = frozenReader.readExitInfo(sched: sched, into: &dump)
         frozenReader.readCPUs(count: machine.vcpuCount, into: &dump)
         if let maps = ctx.layout.maps, let idr = ctx.symbols["map_idr"] {
-            BPFMapReader(space: space, layout: maps).readAll(idr: idr, into: &dump)
+            BPFMapReader(space: space, layout: maps, perCPUOffsets: ctx.symbols["__per_cpu_offset"], cpuCount: machine.vcpuCount)
+                .readAll(idr: idr, into: &dump)
         } else {
             dump.problems.append(ctx.layout.mapsProblem ?? "BPF maps not read: map_idr missing from the agent's symbols")
         }
