@@ -199,6 +199,7 @@ struct BTFBuilder {
         #expect(layout.perCPU != nil, "\(layout.perCPUProblem ?? "")")
         #expect(layout.maps != nil, "\(layout.mapsProblem ?? "")")
         #expect(layout.maps?.slotCount == 64)
+        #expect(layout.perCPU?.runnableList?.taskDSQ != nil && layout.perCPU?.runnableList?.dsqID != nil)
         #expect(layout.perCPU?.localDSQDepth != nil && layout.perCPU?.rqClock != nil && layout.perCPU?.scxClock != nil)
         #expect(layout.schedOpsName != nil && layout.eiExitCPU != nil)
         #expect(layout.maps?.typeNames[2] == "BPF_MAP_TYPE_ARRAY")

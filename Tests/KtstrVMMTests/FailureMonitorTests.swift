@@ -32,6 +32,7 @@ import Testing
         #expect(d.map(named: "fault_bpf.bss")?.variable("nr_enqueued")?.integer == 4242)
         #expect(d.map(named: "stats")?.perCPUIntegers == [[10, 11], [20, 21]])
         #expect(d.text.contains("cpu1: 20 21"))
+        #expect(d.jiffies == 2000 && d.text.contains("runnable victim0[200] waiting 1000 ticks dsq=0x4b7457"))
         #expect(d.cpus.count == 2)
         #expect(d.flags == 3 && d.flagNames == ["INITIALIZED"])
         let t = try #require(d.timing)

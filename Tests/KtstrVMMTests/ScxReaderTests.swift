@@ -50,10 +50,15 @@ import Testing
         #expect(bt.count == 4 && d.backtrace.count == 4)
         #expect(d.schedulerDump?.contains("Event counters") == true)
         r.readCPUs(count: 2, into: &d)
-        #expect(d.cpus == [CPUState(cpu: 0, nrRunning: 3, scxNrRunning: 2, currentPID: 100, currentComm: "spinner0",
-                                    localDSQDepth: 1, scxFlags: 0, rqClock: 5_000_000, scxClock: 0),
-                           CPUState(cpu: 1, nrRunning: 4, scxNrRunning: 3, currentPID: 101, currentComm: "spinner1",
-                                    localDSQDepth: 1, scxFlags: 0, rqClock: 5_000_001, scxClock: 0)])
+        var cpu0 = CPUState(cpu: 0, nrRunning: 3, scxNrRunning: 2, currentPID: 100, currentComm: "spinner0",
+                            localDSQDepth: 1, scxFlags: 0, rqClock: 5_000_000, scxClock: 0)
+        cpu0.runnable = [RunnableTask(pid: 200, comm: "victim0", runnableAt: 1000, dsqID: 0x4B_7457),
+                         RunnableTask(pid: 201, comm: "victim1", runnableAt: 1500)]
+        var cpu1 = CPUState(cpu: 1, nrRunning: 4, scxNrRunning: 3, currentPID: 101, currentComm: "spinner1",
+                            localDSQDepth: 1, scxFlags: 0, rqClock: 5_000_001, scxClock: 0)
+        cpu1.runnable = []
+        #expect(d.cpus == [cpu0, cpu1])
+        #expect(d.problems.isEmpty, "\(d.problems)")
     }
 
     @Test func mapsAreWalkedAndGlobalsDecoded() throws {

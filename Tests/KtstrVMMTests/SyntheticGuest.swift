@@ -47,11 +47,15 @@ struct SyntheticGuest {
         let atomic = b.structure("atomic_t", size: 4, members: [("counter", i32, 0)])
         let ops = b.structure("sched_ext_ops", size: 136, members: [("flags", u64, 0), ("name", c128, 64)])
         _ = b.structure("scx_sched", size: 200, members: [("ops", ops, 0), ("pad", u64, 1088), ("exit_kind", atomic, 1152), ("exit_info", pei, 1216)])
-        let dsq = b.structure("scx_dispatch_q", size: 8, members: [("lock", u32, 0), ("nr", u32, 32)])
-        let scxrq = b.structure("scx_rq", size: 32, members: [("local_dsq", dsq, 0), ("flags", u32, 64), ("nr_running", u32, 96), ("clock", u64, 128)])
-        let task = b.structure("task_struct", size: 48, members: [("state", u64, 0), ("pid", i32, 128), ("comm", c16, 256)])
+        let list = b.structure("list_head", size: 16, members: [("next", pvoid, 0), ("prev", pvoid, 64)])
+        let dsq = b.structure("scx_dispatch_q", size: 16, members: [("lock", u32, 0), ("nr", u32, 32), ("id", u64, 64)])
+        let pdsq = b.type("", kind: 2, sizeOrType: dsq)
+        let scxrq = b.structure("scx_rq", size: 48, members: [("local_dsq", dsq, 0), ("flags", u32, 128), ("nr_running", u32, 160),
+                                                               ("clock", u64, 192), ("runnable_list", list, 256)])
+        let see = b.structure("sched_ext_entity", size: 32, members: [("dsq", pdsq, 0), ("runnable_node", list, 64), ("runnable_at", u64, 192)])
+        let task = b.structure("task_struct", size: 80, members: [("state", u64, 0), ("pid", i32, 128), ("comm", c16, 256), ("scx", see, 384)])
         let ptask = b.type("", kind: 2, sizeOrType: task)
-        _ = b.structure("rq", size: 64, members: [("lock", u32, 0), ("nr_running", u32, 32), ("curr", ptask, 64), ("clock", u64, 128), ("scx", scxrq, 192)])
+        _ = b.structure("rq", size: 72, members: [("lock", u32, 0), ("nr_running", u32, 32), ("curr", ptask, 64), ("clock", u64, 128), ("scx", scxrq, 192)])
         let xa = b.structure("xarray", size: 16, members: [("xa_lock", u32, 0), ("xa_flags", u32, 32), ("xa_head", pvoid, 64)])
         _ = b.structure("idr", size: 24, members: [("idr_rt", xa, 0), ("idr_base", u32, 128), ("idr_next", u32, 160)])
         _ = b.structure("xa_node", size: 40 + 512, members: [("shift", u8, 0), ("offset", u8, 8), ("parent", pvoid, 64), ("array", pvoid, 128), ("slots", slots, 320)])
@@ -61,7 +65,6 @@ struct SyntheticGuest {
             ("sha", arr(u8, 8), 0), ("map_type", u32, 64), ("key_size", u32, 96), ("value_size", u32, 128), ("max_entries", u32, 160),
             ("map_flags", u32, 192), ("id", u32, 224), ("btf", pbtf, 256), ("btf_value_type_id", u32, 320), ("name", c16, 384)])
         let anon = b.structure("", size: 0, union: true, members: [("value", c0, 0), ("ptrs", arr(pvoid, 0), 0)])
-        let list = b.structure("list_head", size: 16, members: [("next", pvoid, 0), ("prev", pvoid, 64)])
         _ = b.structure("bpf_ksym", size: 560, members: [("start", u64, 0), ("end", u64, 64), ("name", arr(chr, 512), 128), ("lnode", list, 528 * 8)])
         _ = b.structure("bpf_array", size: 80, members: [("map", map, 0), ("elem_size", u32, 512), ("index_mask", u32, 544), ("aux", pvoid, 576), ("", anon, 640)])
         return b
@@ -141,7 +144,27 @@ struct SyntheticGuest {
             try w(Self.dm(task), rq + off("curr", "rq"))
             try w(Int32(100 + cpu), task + off("pid", "task_struct"))
             try mem.write(Array("spinner\(cpu)\0".utf8), at: task + off("comm", "task_struct"))
+            // Runnable list: cpu0 holds two waiting tasks (the first on DSQ 0x4b7457), cpu1 none.
+            let head = rq + (try off("scx.runnable_list", "rq"))
+            let nodeOff = try off("scx.runnable_node", "task_struct")
+            if cpu == 0 {
+                let t0: UInt64 = 0x10_5400, t1: UInt64 = 0x10_5500
+                try w(Self.dm(t0 + nodeOff), head)
+                try w(Self.dm(t1 + nodeOff), t0 + nodeOff)
+                try w(Self.dm(head), t1 + nodeOff)
+                for (i, t) in [t0, t1].enumerated() {
+                    try w(Int32(200 + i), t + off("pid", "task_struct"))
+                    try mem.write(Array("victim\(i)\0".utf8), at: t + off("comm", "task_struct"))
+                    try w(UInt64(1000 + 500 * i), t + off("scx.runnable_at", "task_struct"))
+                }
+                try w(Self.dm(0x10_5800), t0 + off("scx.dsq", "task_struct"))
+                try w(UInt64(0x4B_7457), 0x10_5800 + off("id", "scx_dispatch_q"))
+            } else {
+                try w(Self.dm(head), head)
+            }
         }
+        sym["jiffies"] = Self.k + 0x400
+        try w(UInt64(2000), Self.gpa(Self.k + 0x400))
 
         // map_idr → xa_node (internal entry) → slot 1: hash map (direct map), slot 2: .bss array (vmalloc).
         let node: UInt64 = 0x12_0000, hash: UInt64 = 0x12_2000, bss: UInt64 = 0x12_1000

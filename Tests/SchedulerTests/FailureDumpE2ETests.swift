@@ -63,6 +63,12 @@ struct FailureDumpE2ETests {
         let msg = d.message ?? ""
         #expect(msg.range(of: #"\S+\[\d+\] failed to run for"#, options: .regularExpression) != nil, "msg: \(msg)")
         #expect(d.registers.count == 2)
+        // The task the watchdog names is still on a runqueue's runnable list at the freeze.
+        if let m = msg.firstMatch(of: /\[(\d+)\] failed to run/), let pid = Int32(m.1) {
+            let runnable = d.cpus.flatMap { $0.runnable ?? [] }
+            #expect(runnable.contains { $0.pid == pid }, "runnable: \(runnable)")
+        }
+        #expect(d.jiffies != nil)
         let bss = try #require(d.map(named: ".bss"))
         #expect(bss.variable("ktstr_knob_stall_pid_every")?.integer == 2)
         // The pid the scheduler last dropped is a task the kernel calls stalled (its pid is even).

@@ -52,6 +52,12 @@ extension FailureDump: CustomStringConvertible {
                 if let pid = c.currentPID { s += " curr=\(c.currentComm ?? "?")[\(pid)]" }
                 if let k = c.rqClock { s += " clock=\(k)" }
                 o.append(s)
+                for t in c.runnable ?? [] {
+                    var r = "      runnable \(t.comm)[\(t.pid)]"
+                    if let j = jiffies, j >= t.runnableAt { r += " waiting \(j - t.runnableAt) ticks" }
+                    if let d = t.dsqID { r += " dsq=\(hex(d))" }
+                    o.append(r)
+                }
             }
         }
         if !maps.isEmpty {

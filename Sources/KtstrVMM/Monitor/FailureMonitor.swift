@@ -37,7 +37,7 @@ public final class FailureMonitor: @unchecked Sendable {
     public static let requiredSymbols: [String] = [
         "scx_root", "page_offset_base", "phys_base", "__start_BTF", "__stop_BTF",
         "__per_cpu_offset", "runqueues", "map_idr", "init_top_pgt", "_text", "_end",
-    ] + GuestKallsyms.symbolNames + ["kallsyms_relative_base", "bpf_kallsyms"]
+    ] + GuestKallsyms.symbolNames + ["kallsyms_relative_base", "bpf_kallsyms", "jiffies"]
 
     public struct Options: Sendable {
         public var pollInterval: Duration = .milliseconds(5)
@@ -205,6 +205,7 @@ public final class FailureMonitor: @unchecked Sendable {
         let frozenReader = ScxReader(space: space, layout: ctx.layout, symbols: ctx.symbols)
         let bt = frozenReader.readExitInfo(sched: sched, into: &dump)
         frozenReader.readCPUs(count: machine.vcpuCount, into: &dump)
+        if let j = ctx.symbols["jiffies"] { dump.jiffies = try? space.read(UInt64.self, at: j) }
         if let maps = ctx.layout.maps, let idr = ctx.symbols["map_idr"] {
             BPFMapReader(space: space, layout: maps, perCPUOffsets: ctx.symbols["__per_cpu_offset"], cpuCount: machine.vcpuCount)
                 .readAll(idr: idr, into: &dump)

@@ -28,6 +28,13 @@ public struct ScxLayout: Sendable {
         public let taskPID: Int, taskComm: BTFField
         /// Optional extras (nil when this kernel's `struct rq` lacks them).
         public let localDSQDepth: Int?, scxFlags: Int?, scxClock: Int?, rqClock: Int?
+        /// `rq->scx.runnable_list` of `task_struct.scx.runnable_node` (with `runnable_at`,
+        /// jiffies, and the DSQ the task sits on); nil when the kernel lacks them.
+        public let runnableList: RunnableList?
+    }
+
+    public struct RunnableList: Sendable {
+        public let rqHead: Int, taskNode: Int, taskRunnableAt: Int, taskDSQ: Int?, dsqID: Int?
     }
 
     public struct Maps: Sendable {
@@ -66,7 +73,13 @@ public struct ScxLayout: Sendable {
                 localDSQDepth: try? btf.offset(of: "scx.local_dsq.nr", in: "rq"),
                 scxFlags: try? btf.offset(of: "scx.flags", in: "rq"),
                 scxClock: try? btf.offset(of: "scx.clock", in: "rq"),
-                rqClock: try? btf.offset(of: "clock", in: "rq"))
+                rqClock: try? btf.offset(of: "clock", in: "rq"),
+                runnableList: try? RunnableList(
+                    rqHead: btf.offset(of: "scx.runnable_list", in: "rq"),
+                    taskNode: btf.offset(of: "scx.runnable_node", in: "task_struct"),
+                    taskRunnableAt: btf.offset(of: "scx.runnable_at", in: "task_struct"),
+                    taskDSQ: try? btf.offset(of: "scx.dsq", in: "task_struct"),
+                    dsqID: try? btf.offset(of: "id", in: "scx_dispatch_q")))
             perCPUProblem = nil
         } catch {
             perCPU = nil
