@@ -59,6 +59,23 @@ import Testing
         #expect(d.timing?.detectedBy == "watchpoint" && d.kind == .errorStall)
     }
 
+    /// The kernel stores kind, reason, exit_cpu one after the other; a freeze between the
+    /// last two must still report exit_cpu (re-read after the thaw: write-once by then).
+    @Test func exitFieldsStoredAfterTheFreezeAreReadAfterTheThaw() throws {
+        let g = try SyntheticGuest(exitKind: 1025)
+        let ctx = try KernelContext.resolve(memory: g.memory, symbols: g.symbols, vmlinux: nil, log: .silent)
+        let cpuGPA = g.exitInfoGPA + UInt64(try ctx.btf.offset(of: "exit_cpu", in: "scx_exit_info"))
+        try g.memory.write(Int32(0), at: cpuGPA) // not stored yet at the freeze
+        let m = FakeMachine(g.memory)
+        let mem = g.memory
+        m.onThaw = { try? mem.write(Int32(1), at: cpuGPA) }
+        let mon = FailureMonitor(log: .silent, options: Self.fastOptions())
+        mon.start(machine: m, kallsyms: g.symbols, vmlinux: nil)
+        let deadline = Date().addingTimeInterval(10)
+        while mon.currentDump == nil, Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(mon.finish()?.exitCPU == 1)
+    }
+
     @Test func healthyRunsAndCleanExitsGiveNoDump() throws {
         let g = try SyntheticGuest(exitKind: 0)
         let mon = FailureMonitor(log: .silent, options: Self.fastOptions())

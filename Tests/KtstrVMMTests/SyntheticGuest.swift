@@ -241,7 +241,9 @@ class FakeMachine: Machine, @unchecked Sendable {
         freezes.withLock { $0 += 1 }
         return (0..<vcpuCount).map { VCPURegisterSnapshot(cpu: $0, rip: 0xFFFF_FFFF_8100_0000 + UInt64($0), rsp: 0, cr3: 0x200_1000, cr4: 0x6F0) }
     }
-    func thaw() throws { thaws.withLock { $0 += 1 } }
+    /// Runs at thaw: lets a test change guest memory "after" the frozen read.
+    var onThaw: (@Sendable () -> Void)?
+    func thaw() throws { thaws.withLock { $0 += 1 }; onThaw?() }
     func wait(timeout: Duration) -> MachineExit { .shutdown }
     func kill() {}
 }

@@ -171,9 +171,9 @@ public final class FailureMonitor: @unchecked Sendable {
         let t0 = clock.now
         var dump = FailureDump(kind: ctx.layout.kindName(kind), kindValue: kind)
         dump.btfSource = ctx.btfSource
-        // exit_kind is claimed before msg/bt are written; exit_info->kind is stored after.
+        // exit_kind is claimed before msg/bt are written; exit_info->kind and ->reason after.
         let settleDeadline = t0 + options.settleTimeout
-        while (try? reader.exitInfoKind(sched: sched)) != kind {
+        while !reader.exitInfoSettled(sched: sched, kind: kind) {
             if clock.now >= settleDeadline {
                 dump.problems.append("exit info was not complete \(options.settleTimeout) after the exit was claimed: message/backtrace may be partial")
                 break
@@ -216,7 +216,15 @@ public final class FailureMonitor: @unchecked Sendable {
         if frozen {
             do { try machine.thaw() } catch { dump.problems.append("thaw failed: \(error)") }
         }
-        symbolize(bt, ctx: ctx, space: space, into: &dump)
+        // The exit fields are write-once after scx_finish_exit: re-read them now, so a freeze
+        // that landed between two of its stores (reason, exit_cpu) still yields them.
+        var late = FailureDump(kind: dump.kind, kindValue: dump.kindValue)
+        let lateBT = frozenReader.readExitInfo(sched: sched, into: &late)
+        if dump.reason == nil { dump.reason = late.reason }
+        if late.exitCPU != nil { dump.exitCPU = late.exitCPU }
+        if dump.message == nil { dump.message = late.message }
+        let trace = bt.isEmpty ? lateBT : bt
+        symbolize(trace, ctx: ctx, space: space, into: &dump)
         if let f = dump.flags, f != 0 {
             let known = ctx.btf.enumerators(withPrefix: "SCX_EFLAG_")
             dump.flagNames = known.filter { $0.value > 0 && UInt64($0.value) & f == UInt64($0.value) }

@@ -34,6 +34,14 @@ public struct ScxReader: Sendable {
         return Int(Int32(bitPattern: try space.readVolatileU32(at: ei &+ UInt64(layout.eiKind))))
     }
 
+    /// True once `scx_finish_exit` has stored kind, then reason (exit_cpu follows at once).
+    public func exitInfoSettled(sched: UInt64, kind: Int) -> Bool {
+        guard (try? exitInfoKind(sched: sched)) == kind,
+              let ei = try? space.readPointer(at: sched &+ UInt64(layout.schedExitInfo)),
+              let reason = try? space.readPointer(at: ei &+ UInt64(layout.eiReason)) else { return false }
+        return reason != 0
+    }
+
     /// Fills the exit fields of `dump` (kind, code, cpu, flags, reason, msg, raw backtrace,
     /// dump text). Returns the backtrace addresses for later symbolization.
     @discardableResult
