@@ -7,6 +7,8 @@ import Testing
         var o = FailureMonitor.Options()
         o.lateDumpTimeout = .milliseconds(200)
         o.settleTimeout = .milliseconds(100)
+        // Freeze counts in these tests are about the failure; the hello-time pause has its own test.
+        o.pauseGuestWhileParsing = false
         return o
     }
 
@@ -74,6 +76,26 @@ import Testing
         let deadline = Date().addingTimeInterval(10)
         while mon.currentDump == nil, Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
         #expect(mon.finish()?.exitCPU == 1)
+    }
+
+    /// A BTF the cache has not seen is parsed with the guest paused (no race with the
+    /// scheduler); a cached one costs no pause.
+    @Test func guestIsPausedWhileAnUncachedBTFIsParsed() throws {
+        let g = try SyntheticGuest(exitKind: 0, uniqueBTF: true)
+        let m = FakeMachine(g.memory)
+        var o = Self.fastOptions()
+        o.pauseGuestWhileParsing = true
+        let mon = FailureMonitor(log: .silent, options: o)
+        mon.start(machine: m, kallsyms: g.symbols, vmlinux: nil)
+        Thread.sleep(forTimeInterval: 0.1)
+        #expect(mon.finish() == nil)
+        #expect(m.freezes.withLock { $0 } == 1 && m.thaws.withLock { $0 } == 1)
+        let again = FakeMachine(g.memory)
+        let mon2 = FailureMonitor(log: .silent, options: o)
+        mon2.start(machine: again, kallsyms: g.symbols, vmlinux: nil)
+        Thread.sleep(forTimeInterval: 0.1)
+        #expect(mon2.finish() == nil)
+        #expect(again.freezes.withLock { $0 } == 0)
     }
 
     @Test func healthyRunsAndCleanExitsGiveNoDump() throws {

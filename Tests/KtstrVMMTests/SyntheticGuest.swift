@@ -87,10 +87,13 @@ struct SyntheticGuest {
         return (b.blob(), ds)
     }
 
-    init(exitKind: Int32 = 0) throws {
+    /// `uniqueBTF`: add a uniquely named type, so the blob misses the process-wide BTF cache.
+    init(exitKind: Int32 = 0, uniqueBTF: Bool = false) throws {
         let mem = try GuestMemory.anonymous(layout: [(0, Self.ram)])
         memory = mem
-        let blob = Self.kernelBTF().blob()
+        var builder = Self.kernelBTF()
+        if uniqueBTF { _ = builder.structure("unique_\(UInt64.random(in: 0...UInt64.max))", size: 0, members: []) }
+        let blob = builder.blob()
         let kbtf = try BTF(bytes: blob)
         btf = kbtf
         func w<T: FixedWidthInteger>(_ v: T, _ gpa: UInt64) throws { try mem.write(v, at: gpa) }

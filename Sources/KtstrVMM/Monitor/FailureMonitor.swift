@@ -50,6 +50,9 @@ public final class FailureMonitor: @unchecked Sendable {
         public var finishTimeout: Duration = .seconds(30)
         /// A full System.map / kallsyms text for symbolization when the guest tables are unusable.
         public var systemMap: String?
+        /// When the guest's BTF was not parsed ahead (`prepare(vmlinux:)`), freeze the guest
+        /// while parsing it at hello time (0.3–3 s) instead of racing the scheduler.
+        public var pauseGuestWhileParsing = true
         public init() {}
     }
 
@@ -125,7 +128,19 @@ public final class FailureMonitor: @unchecked Sendable {
     private func run(machine: any Machine, symbols: [String: UInt64], vmlinux: String?) {
         let ctx: KernelContext
         let t0 = ContinuousClock.now
-        do { ctx = try KernelContext.resolve(memory: machine.guestMemory, symbols: symbols, vmlinux: vmlinux, log: log) } catch {
+        let pause = options.pauseGuestWhileParsing
+        let log = self.log
+        do {
+            ctx = try KernelContext.resolve(memory: machine.guestMemory, symbols: symbols, vmlinux: vmlinux, log: log) { parse in
+                // The BTF was not parsed during the boot: hold the guest still meanwhile, so a
+                // scheduler cannot attach and fail before the monitor watches.
+                guard pause, (try? machine.freeze(timeout: .seconds(3))) != nil else { return parse() }
+                let t = ContinuousClock.now
+                parse()
+                do { try machine.thaw() } catch { log.warning("monitor: thaw after the BTF parse failed: \(error)") }
+                log.info("monitor: guest paused \(ContinuousClock.now - t) while its BTF was parsed")
+            }
+        } catch {
             log.warning("\(error)")
             state.withLock { $0.setupProblem = "\(error)" }
             return
