@@ -28,5 +28,7 @@ let package = Package(
         .executableTarget(name: "KtstrGuest"),
         .testTarget(name: "KtstrVMMTests", dependencies: ["KtstrVMM", "KtstrHost"]),
         .testTarget(name: "SchedulerTests", dependencies: ["KtstrTesting"]),
+        // The agent's parsers (plan JSON, exit lines, kallsyms), tested on the host.
+        .testTarget(name: "KtstrGuestTests", dependencies: ["KtstrGuest"]),
     ]
 )

@@ -40,7 +40,9 @@ enum Agent {
             switch startScheduler(s, attachMillis: plan.attachTimeoutMillis) {
             case let .success(pid): sched = pid
             case let .failure(why):
-                Channel.problem(why.text)
+                // A scheduler that enabled and failed between two polls did attach: its exit
+                // is the result, not a problem.
+                if !why.attachedBriefly { Channel.problem(why.text) }
                 reportExit(plan: plan, status: why.status)
                 finish(problem: nil)
             }
@@ -83,7 +85,12 @@ enum Agent {
         finish(problem: nil)
     }
 
-    struct SchedulerFailure: Error { var text: String; var status: Int32? }
+    struct SchedulerFailure: Error { var text: String; var status: Int32?; var attachedBriefly = false }
+
+    /// /sys/kernel/sched_ext/enable_seq: bumped on every successful enable.
+    static func enableSeq() -> Int {
+        Sys.readText("/sys/kernel/sched_ext/enable_seq", limit: 64).flatMap { Int($0.prefix { $0 != "\n" }) } ?? -1
+    }
 
     static func schedState() -> String {
         Sys.readText(statePath, limit: 64).map { String($0.prefix { $0 != "\n" }) } ?? "missing"
@@ -94,6 +101,7 @@ enum Agent {
             return .failure(SchedulerFailure(text: "\(statePath) missing: the kernel has no sched_ext (CONFIG_SCHED_CLASS_EXT)"))
         }
         let t = Sys.nowMillis()
+        let seq0 = enableSeq()
         let pid: pid_t
         switch Sys.spawn(s.path, s.args, output: schedLog, env: ["PATH=/bin:/usr/bin", "HOME=/tmp"]) {
         case let .success(p): pid = p
@@ -102,6 +110,10 @@ enum Agent {
         Channel.send("sched_started", [("pid", .int(Int(pid)))])
         while schedState() != "enabled" {
             if let st = Sys.reapIfExited(pid) {
+                if seq0 >= 0, enableSeq() > seq0 {
+                    Channel.send("sched_enabled", [("millis", .int(Sys.nowMillis() - t)), ("briefly", .bool(true))])
+                    return .failure(SchedulerFailure(text: "scheduler exited right after attaching", status: st, attachedBriefly: true))
+                }
                 return .failure(SchedulerFailure(text: "scheduler died before attaching (\(Sys.describe(status: st)))", status: st))
             }
             if Sys.nowMillis() - t > attachMillis {
@@ -201,7 +213,7 @@ enum Kallsyms {
     }
 
     /// Line: `<16 hex> <type> <name>[\t[module]]`.
-    private static func match(_ b: [UInt8], _ s: Int, _ e: Int, _ wanted: [[UInt8]], _ found: inout [Int: String]) {
+    static func match(_ b: [UInt8], _ s: Int, _ e: Int, _ wanted: [[UInt8]], _ found: inout [Int: String]) {
         let nameStart = s + 19
         guard e - s > 19, b[s + 16] == 0x20, b[s + 18] == 0x20 else { return }
         var nameEnd = nameStart

@@ -134,6 +134,64 @@ struct BTFBuilder {
         #expect(throws: BTFError.self) { try btf.size(of: 1) }
     }
 
+    @Test func everyKindParses() throws {
+        var b = BTFBuilder()
+        let i = b.int("int", size: 4, signed: true)                                       // 1
+        let flt = b.type("double", kind: 16, sizeOrType: 8)                                // 2 FLOAT
+        let cst = b.type("", kind: 10, sizeOrType: i)                                      // 3 CONST
+        let tag = b.type("rcu", kind: 18, sizeOrType: cst)                                 // 4 TYPE_TAG
+        let ptr = b.type("", kind: 2, sizeOrType: tag)                                     // 5 PTR
+        let rst = b.type("", kind: 11, sizeOrType: ptr)                                    // 6 RESTRICT
+        let proto = b.type("", kind: 13, vlen: 2, sizeOrType: i, extra: [b.str("a"), rst, b.str("b"), flt]) // 7 FUNC_PROTO
+        let fn = b.type("do_thing", kind: 12, sizeOrType: proto, extra: [])               // 8 FUNC
+        _ = b.type("noinline", kind: 17, sizeOrType: fn, extra: [UInt32(bitPattern: -1)]) // 9 DECL_TAG
+        let e64 = b.type("big", kind: 19, vlen: 1, kflag: true, sizeOrType: 8,
+                         extra: [b.str("BIG_NEG"), 0xFFFF_FFFE, 0xFFFF_FFFF])             // 10 ENUM64 = -2
+        _ = b.type("later", kind: 7, sizeOrType: 0)                                        // 11 FWD
+        let v = b.type("counter", kind: 14, sizeOrType: i, extra: [1])                     // 12 VAR
+        _ = b.type(".data", kind: 15, vlen: 1, sizeOrType: 4, extra: [v, 0, 4])            // 13 DATASEC
+        _ = b.structure("holder", size: 16, members: [("p", rst, 0), ("e", e64, 64)])
+        let btf = try BTF(bytes: b.blob())
+        #expect(btf.types.map(\.kind) == [.void, .int, .float, .const, .typeTag, .ptr, .restrict, .funcProto, .func, .declTag, .enum64, .fwd, .var, .datasec, .struct])
+        #expect(try btf.size(of: flt) == 8 && btf.resolve(tag) == i && btf.resolve(rst) == ptr)
+        #expect(btf.type(proto)?.members.map { btf.string(at: $0.nameOffset) } == ["a", "b"])
+        #expect(btf.type(9)?.extra == -1)
+        #expect(try btf.enumValues("big") == [-2: "BIG_NEG"])
+        #expect(btf.sectionVariables(13).map(\.name) == ["counter"])
+        #expect(try btf.field("e", in: "holder").size == 8)
+        #expect(btf.compositeID(named: "later") == nil) // a FWD is not a definition
+    }
+
+    /// Random byte flips in a valid blob: every outcome is a parse or a typed error, and every
+    /// query on what parsed terminates.
+    @Test func flippedBytesNeverCrashOrHang() throws {
+        let blob = SyntheticGuest.kernelBTF().blob()
+        var rng = SystemRandomNumberGenerator()
+        var parsed = 0
+        for _ in 0..<300 {
+            var b = blob
+            for _ in 0..<Int.random(in: 1...8, using: &rng) {
+                b[Int.random(in: 0..<b.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+            }
+            guard let btf = try? BTF(bytes: b) else { continue }
+            parsed += 1
+            for id in 0..<UInt32(btf.types.count) { _ = try? btf.size(of: id); _ = try? btf.resolve(id) }
+            _ = try? ScxLayout(btf: btf)
+            _ = try? btf.enumValues("scx_exit_kind")
+        }
+        #expect(parsed > 0) // some flips land in names/values and still parse: the queries ran
+    }
+
+    @Test func corruptELFFilesThrow() throws {
+        let path = NSTemporaryDirectory() + "ktstr-elf-test-\(getpid())"
+        defer { unlink(path) }
+        for blob: [UInt8] in [[], Array("not an elf at all".utf8), [0x7F, 0x45, 0x4C, 0x46, 2, 1] + [UInt8](repeating: 0xFF, count: 58)] {
+            FileManager.default.createFile(atPath: path, contents: Data(blob))
+            #expect(throws: ELFSectionError.self) { try ELFSection.read(".BTF", from: path) }
+        }
+        #expect(throws: ELFSectionError.self) { try ELFSection.read(".BTF", from: "/nonexistent/vmlinux") }
+    }
+
     static let vmlinux = "/root/.cache/ktstr/kernels/7.3.4+deb13-cloud-amd64/vmlinux"
 
     @Test(.enabled(if: FileManager.default.fileExists(atPath: vmlinux), "no cached vmlinux: run `swift run ktstr setup`"))
@@ -161,6 +219,8 @@ struct BTFBuilder {
         #expect(layout.perCPU != nil, "\(layout.perCPUProblem ?? "")")
         #expect(layout.maps != nil, "\(layout.mapsProblem ?? "")")
         #expect(layout.maps?.slotCount == 64)
+        #expect(layout.perCPU?.runnableList?.taskDSQ != nil && layout.perCPU?.runnableList?.dsqID != nil)
+        #expect(layout.perCPU?.localDSQDepth != nil && layout.perCPU?.rqClock != nil && layout.perCPU?.scxClock != nil)
         #expect(layout.schedOpsName != nil && layout.eiExitCPU != nil)
         #expect(layout.maps?.typeNames[2] == "BPF_MAP_TYPE_ARRAY")
     }

@@ -113,14 +113,21 @@ private func bytes(_ path: String) -> [UInt8]? { FileManager.default.contents(at
         #expect(try BackendSelection.decide(.qemuTCG, environment: ["KTSTR_BACKEND": "kvm"], host: noVirt).backend == .qemuTCG)
     }
 
-    @Test func slotsBoundConcurrentVMs() async {
+    @Test func slotsBoundConcurrentVMs() async throws {
         let slots = VMSlots(environment: ["KTSTR_MAX_VMS": "1"])
-        let a = await slots.acquire(vcpus: 2)
-        let second = Task { await slots.acquire(vcpus: 2) }
-        try? await Task.sleep(for: .milliseconds(50))
+        let a = try await slots.acquire(vcpus: 2)
+        let second = Task { try await slots.acquire(vcpus: 2) }
+        try await Task.sleep(for: .milliseconds(50))
         await slots.release(a)
-        let b = await second.value
+        let b = try await second.value
         #expect(b == 1)
+        // A waiter that is cancelled leaves the queue with CancellationError.
+        let third = Task { try await slots.acquire(vcpus: 2) }
+        try await Task.sleep(for: .milliseconds(50))
+        third.cancel()
+        await #expect(throws: CancellationError.self) { try await third.value }
         await slots.release(b)
+        let c = try await slots.acquire(vcpus: 2)
+        await slots.release(c)
     }
 }

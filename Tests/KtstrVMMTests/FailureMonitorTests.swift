@@ -7,6 +7,8 @@ import Testing
         var o = FailureMonitor.Options()
         o.lateDumpTimeout = .milliseconds(200)
         o.settleTimeout = .milliseconds(100)
+        // Freeze counts in these tests are about the failure; the hello-time pause has its own test.
+        o.pauseGuestWhileParsing = false
         return o
     }
 
@@ -30,6 +32,9 @@ import Testing
         #expect(d.backtrace[3].symbol == "bpf_prog_85d36b8df8c38d15_fault_enqueue+0x234")
         #expect(d.symbolSource == "guest kallsyms tables + bpf_kallsyms (BPF programs)")
         #expect(d.map(named: "fault_bpf.bss")?.variable("nr_enqueued")?.integer == 4242)
+        #expect(d.map(named: "stats")?.perCPUIntegers == [[10, 11], [20, 21]])
+        #expect(d.text.contains("cpu1: 20 21"))
+        #expect(d.jiffies == 2000 && d.text.contains("runnable victim0[200] waiting 1000 ticks dsq=0x4b7457"))
         #expect(d.cpus.count == 2)
         #expect(d.flags == 3 && d.flagNames == ["INITIALIZED"])
         let t = try #require(d.timing)
@@ -54,6 +59,43 @@ import Testing
         while mon.currentDump == nil, Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
         let d = try #require(mon.finish())
         #expect(d.timing?.detectedBy == "watchpoint" && d.kind == .errorStall)
+    }
+
+    /// The kernel stores kind, reason, exit_cpu one after the other; a freeze between the
+    /// last two must still report exit_cpu (re-read after the thaw: write-once by then).
+    @Test func exitFieldsStoredAfterTheFreezeAreReadAfterTheThaw() throws {
+        let g = try SyntheticGuest(exitKind: 1025)
+        let ctx = try KernelContext.resolve(memory: g.memory, symbols: g.symbols, vmlinux: nil, log: .silent)
+        let cpuGPA = g.exitInfoGPA + UInt64(try ctx.btf.offset(of: "exit_cpu", in: "scx_exit_info"))
+        try g.memory.write(Int32(0), at: cpuGPA) // not stored yet at the freeze
+        let m = FakeMachine(g.memory)
+        let mem = g.memory
+        m.onThaw = { try? mem.write(Int32(1), at: cpuGPA) }
+        let mon = FailureMonitor(log: .silent, options: Self.fastOptions())
+        mon.start(machine: m, kallsyms: g.symbols, vmlinux: nil)
+        let deadline = Date().addingTimeInterval(10)
+        while mon.currentDump == nil, Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(mon.finish()?.exitCPU == 1)
+    }
+
+    /// A BTF the cache has not seen is parsed with the guest paused (no race with the
+    /// scheduler); a cached one costs no pause.
+    @Test func guestIsPausedWhileAnUncachedBTFIsParsed() throws {
+        let g = try SyntheticGuest(exitKind: 0, uniqueBTF: true)
+        let m = FakeMachine(g.memory)
+        var o = Self.fastOptions()
+        o.pauseGuestWhileParsing = true
+        let mon = FailureMonitor(log: .silent, options: o)
+        mon.start(machine: m, kallsyms: g.symbols, vmlinux: nil)
+        Thread.sleep(forTimeInterval: 0.1)
+        #expect(mon.finish() == nil)
+        #expect(m.freezes.withLock { $0 } == 1 && m.thaws.withLock { $0 } == 1)
+        let again = FakeMachine(g.memory)
+        let mon2 = FailureMonitor(log: .silent, options: o)
+        mon2.start(machine: again, kallsyms: g.symbols, vmlinux: nil)
+        Thread.sleep(forTimeInterval: 0.1)
+        #expect(mon2.finish() == nil)
+        #expect(again.freezes.withLock { $0 } == 0)
     }
 
     @Test func healthyRunsAndCleanExitsGiveNoDump() throws {
@@ -104,6 +146,7 @@ import Testing
         let mon = FailureMonitor(log: .silent, options: Self.fastOptions())
         mon.start(machine: FakeMachine(g.memory), kallsyms: [:], vmlinux: nil)
         #expect(mon.finish() == nil)
+        #expect(mon.setupProblem?.contains("phys_base") == true)
         let never = FailureMonitor(log: .silent)
         #expect(never.finish() == nil) // finish without start
     }
@@ -136,6 +179,7 @@ import Testing
         #expect(try enc.encode(back) == data)
         #expect(back.kind == "error_rescue" && back.backtrace[0].address == "ffffffff81234567")
         #expect(back.maps[0].contents == [100, 0, 0, 0, 0, 0, 0, 0])
+        #expect(back.global("error_after")?.integer == 100 && back.global("nope") == nil)
         // Old/minimal dumps decode too.
         let minimal = try JSONDecoder().decode(FailureDump.self, from: Data(#"{"kind":"error","kindValue":1024}"#.utf8))
         #expect(minimal.backtrace.isEmpty && minimal.registers.isEmpty)

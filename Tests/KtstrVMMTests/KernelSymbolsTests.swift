@@ -87,6 +87,21 @@ import Testing
         #expect(g.symbolize(0xFFFF_FFFF_80FF_0000) == nil)
     }
 
+    @Test func olderKernelsRelativeBaseLayout() throws {
+        let (space, sym, syms) = try Self.guestTables()
+        // Rewrite the offsets the pre-7.x x86-64 way: base - 1 - offset (negative entries).
+        let base: UInt64 = 0xFFFF_FFFF_8100_0000
+        var s = sym
+        s["kallsyms_relative_base"] = 0xFFFF_FFFF_8200_0F00
+        try space.memory.write(base, at: 0x200_0F00)
+        for (i, (addr, _)) in syms.enumerated() {
+            let rel = Int32(-Int64(addr - base) - 1)
+            try space.memory.write(UInt32(bitPattern: rel), at: sym["kallsyms_offsets"]! - KernelAddressSpace.startKernelMap + UInt64(i * 4))
+        }
+        let g = try #require(GuestKallsyms(symbols: s, space: space))
+        #expect(g.symbolize(0xFFFF_FFFF_8100_0000 + 7 * 0x100 + 0x42) == "fn7+0x42")
+    }
+
     @Test func guestKallsymsRefusesGarbage() throws {
         let (space, sym, _) = try Self.guestTables()
         var missing = sym; missing["kallsyms_names"] = nil

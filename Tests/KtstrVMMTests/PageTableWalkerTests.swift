@@ -106,6 +106,22 @@ import Testing
         #expect(try space.read(UInt64.self, at: pob + 0x3000 + Self.idx(va["2m"]!, 2) * 8) == 0x0200_0000 | 0x83)
     }
 
+    @Test func imageRangeFollowsTheSymbols() {
+        let start = KernelAddressSpace.startKernelMap
+        #expect(KernelAddressSpace.imageRange(symbols: ["_text": start + 0x100_0000, "_end": start + 0x400_0000]) == (start + 0x100_0000)..<(start + 0x400_0000))
+        // No _text/_end: the 512 MiB default, widened for a KASLR kernel high in the map.
+        #expect(KernelAddressSpace.imageRange(symbols: [:]).upperBound == start + (512 << 20))
+        let high = KernelAddressSpace.imageRange(symbols: ["scx_root": start + (900 << 20)])
+        #expect(high.contains(start + (900 << 20)) && high.upperBound <= start + (1 << 30))
+        // Module/BPF JIT space is never translated as image.
+        let mem = try? GuestMemory.anonymous(layout: [(0, 1 << 20)])
+        if let mem {
+            let s = KernelAddressSpace(memory: mem, physBase: 0, pageOffsetBase: nil, walker: nil,
+                                       imageRange: KernelAddressSpace.imageRange(symbols: ["_text": start + 0x100_0000, "_end": start + 0x400_0000]))
+            #expect(s.imageGPA(0xFFFF_FFFF_C000_0000) == nil && s.imageGPA(start + 0x200_0000) == 0x200_0000)
+        }
+    }
+
     @Test func physBaseIsDiscoveredAndValidated() throws {
         let mem = try GuestMemory.anonymous(layout: [(0, Self.ram)])
         let physBaseSym: UInt64 = 0xFFFF_FFFF_8200_0000, startBTF: UInt64 = 0xFFFF_FFFF_8210_0000
@@ -113,6 +129,12 @@ import Testing
         try mem.write(pb, at: 0x0200_0000 + pb)
         try mem.write(BTF.magic, at: 0x0210_0000 + pb)
         #expect(KernelAddressSpace.discoverPhysBase(memory: mem, physBaseSymbol: physBaseSym, startBTF: startBTF) == pb)
+        // Virtual KASLR offset larger than the physical one: phys_base wraps below zero.
+        let neg = try GuestMemory.anonymous(layout: [(0, Self.ram)])
+        let npb: UInt64 = 0 &- (16 << 20)
+        try neg.write(npb, at: 0x0200_0000 &+ npb)
+        try neg.write(BTF.magic, at: 0x0210_0000 &+ npb)
+        #expect(KernelAddressSpace.discoverPhysBase(memory: neg, physBaseSymbol: physBaseSym, startBTF: startBTF) == npb)
         let empty = try GuestMemory.anonymous(layout: [(0, Self.ram)])
         #expect(KernelAddressSpace.discoverPhysBase(memory: empty, physBaseSymbol: physBaseSym, startBTF: startBTF) == nil)
     }

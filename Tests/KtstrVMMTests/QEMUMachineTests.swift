@@ -18,9 +18,11 @@ enum QEMUEnv {
         do { _ = try Provisioning.agentBinary(); return nil } catch { return "\(error) (run `swift run ktstr setup`)" }
     }()
 
-    /// Processes and /dev/shm files this process's machines would leave (their names carry our pid).
-    static func leftovers(pid: pid_t = getpid()) -> [String] {
-        let tag = "ktstr-\(pid)-"
+    /// Processes and /dev/shm files a machine would leave: `tag` is its instance name, or
+    /// `ktstr-<pid>-` for every machine of a process.
+    static func leftovers(pid: pid_t) -> [String] { leftovers(tag: "ktstr-\(pid)-") }
+
+    static func leftovers(tag: String) -> [String] {
         var out: [String] = []
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where Int(entry) != nil {
             guard let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
@@ -39,7 +41,7 @@ enum QEMUEnv {
 @Suite(.serialized, .timeLimit(.minutes(5)))
 struct QEMUMachineTests {
     @Test(.enabled(if: QEMUEnv.missingAgent == nil, Comment(rawValue: QEMUEnv.missingAgent ?? "")))
-    func freezeGivesRegistersAndGuestMemoryIsShared() throws {
+    func freezeGivesRegistersAndGuestMemoryIsShared() async throws {
         let kernel = try Provisioning.kernel()
         let plan = RunPlan(scheduler: nil, workload: .init(kind: "idle", count: 0), durationMillis: 4000,
                            kallsyms: ["init_top_pgt"], attachTimeoutMillis: 1000)
@@ -54,7 +56,7 @@ struct QEMUMachineTests {
         defer { m.kill(); withExtendedLifetime(initrd) {} }
         try m.start()
         let deadline = ContinuousClock.now + .seconds(90)
-        while collector.snapshot.helloAt == nil, ContinuousClock.now < deadline { usleep(50_000) }
+        while collector.snapshot.helloAt == nil, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
         try #require(collector.snapshot.helloAt != nil, "no hello: \(collector.consoleTail.suffix(1000))")
 
         let regs = try m.freeze(timeout: .seconds(10))
@@ -67,36 +69,57 @@ struct QEMUMachineTests {
         let ram = Data(try m.guestMemory.readBytes(at: 0, count: 96 << 20))
         #expect(ram.range(of: Data("Linux version 7.".utf8)) != nil)
         try m.thaw()
-        #expect(m.wait(timeout: .seconds(90)) == .shutdown)
-        #expect(QEMUEnv.leftovers().isEmpty)
+        let exit = try await Blocking.run { m.wait(timeout: .seconds(90)) }
+        #expect(exit == .shutdown)
+        #expect(QEMUEnv.leftovers(tag: m.instanceName).isEmpty)
     }
 
     @Test(.enabled(if: QEMUEnv.missing == nil, Comment(rawValue: QEMUEnv.missing ?? "")))
     func aGuestThatDiesEarlyStillYieldsAnOutcome() async throws {
         // /bin/false as /init: it exits, the kernel panics (panic=-1 reboots), qemu exits.
+        let name = Locked<String>("")
         let o = try await SchedulerRun.run(vm: QEMUEnv.vm, scheduler: .none, workload: .idle, duration: .seconds(1),
-                                           artifactsDirectory: nil, log: .silent, agentPath: "/bin/false")
+                                           artifactsDirectory: nil, log: .silent, agentPath: "/bin/false",
+                                           onMachine: { name.value = ($0 as? QEMUMachine)?.instanceName ?? "" })
         #expect(o.kernelRelease == nil)
         #expect(o.problems.contains { $0.contains("never said hello") })
         #expect(o.consoleTail.contains("Kernel panic") || o.consoleTail.contains("kill init"), "\(o.consoleTail.suffix(500))")
-        #expect(QEMUEnv.leftovers().isEmpty)
+        #expect(!name.value.isEmpty && QEMUEnv.leftovers(tag: name.value).isEmpty)
     }
 
     @Test(.enabled(if: QEMUEnv.missingAgent == nil, Comment(rawValue: QEMUEnv.missingAgent ?? "")))
     func cancellationKillsTheVMAndLeavesNothing() async throws {
+        let name = Locked<String>("")
         let run = Task {
             try await SchedulerRun.run(vm: QEMUEnv.vm, scheduler: .none, workload: .spinners(1), duration: .seconds(60),
-                                       artifactsDirectory: nil, log: .silent)
+                                       artifactsDirectory: nil, log: .silent, agentPath: nil,
+                                       onMachine: { name.value = ($0 as? QEMUMachine)?.instanceName ?? "" })
         }
-        // Wait until qemu is really up, then cancel.
-        let deadline = ContinuousClock.now + .seconds(30)
-        while QEMUEnv.leftovers().isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
-        #expect(!QEMUEnv.leftovers().isEmpty, "qemu never showed up")
+        // Wait until this run's qemu is really up (other suites' VMs may hold the slots first).
+        let deadline = ContinuousClock.now + .seconds(300)
+        while name.value.isEmpty || QEMUEnv.leftovers(tag: name.value).isEmpty, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        try #require(!name.value.isEmpty && !QEMUEnv.leftovers(tag: name.value).isEmpty, "qemu never showed up")
         let t0 = ContinuousClock.now
         run.cancel()
         await #expect(throws: CancellationError.self) { try await run.value }
         #expect(ContinuousClock.now - t0 < .seconds(10))
-        #expect(QEMUEnv.leftovers().isEmpty, "\(QEMUEnv.leftovers())")
+        #expect(QEMUEnv.leftovers(tag: name.value).isEmpty, "\(QEMUEnv.leftovers(tag: name.value))")
+    }
+
+    @Test(.enabled(if: QEMUEnv.missingAgent == nil, Comment(rawValue: QEMUEnv.missingAgent ?? "")))
+    func cancellationWhileWaitingForASlotIsImmediate() async throws {
+        // Hold every slot of the shared pool, then cancel a run queued behind them.
+        let held = try await VMSlots.shared.acquire(vcpus: 1 << 20)
+        let run = Task {
+            try await SchedulerRun.run(vm: QEMUEnv.vm, scheduler: .none, workload: .idle, duration: .seconds(1),
+                                       artifactsDirectory: nil, log: .silent)
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        run.cancel()
+        await #expect(throws: CancellationError.self) { try await run.value }
+        await VMSlots.shared.release(held)
     }
 
     /// The test process dying (SIGKILL: no deinit, no handler) must not leave qemu running:
@@ -127,3 +150,14 @@ let ktstrBinary: String = {
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     return root.appendingPathComponent(".build/debug/ktstr").path
 }()
+
+/// A value shared with a @Sendable callback.
+final class Locked<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v: T
+    init(_ v: T) { self.v = v }
+    var value: T {
+        get { lock.lock(); defer { lock.unlock() }; return v }
+        set { lock.lock(); v = newValue; lock.unlock() }
+    }
+}

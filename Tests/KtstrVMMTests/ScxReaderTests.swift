@@ -50,17 +50,27 @@ import Testing
         #expect(bt.count == 4 && d.backtrace.count == 4)
         #expect(d.schedulerDump?.contains("Event counters") == true)
         r.readCPUs(count: 2, into: &d)
-        #expect(d.cpus == [CPUState(cpu: 0, nrRunning: 3, scxNrRunning: 2, currentPID: 100, currentComm: "spinner0"),
-                           CPUState(cpu: 1, nrRunning: 4, scxNrRunning: 3, currentPID: 101, currentComm: "spinner1")])
+        var cpu0 = CPUState(cpu: 0, nrRunning: 3, scxNrRunning: 2, currentPID: 100, currentComm: "spinner0",
+                            localDSQDepth: 1, scxFlags: 0, rqClock: 5_000_000, scxClock: 0)
+        cpu0.runnable = [RunnableTask(pid: 200, comm: "victim0", runnableAt: 1000, dsqID: 0x4B_7457),
+                         RunnableTask(pid: 201, comm: "victim1", runnableAt: 1500)]
+        var cpu1 = CPUState(cpu: 1, nrRunning: 4, scxNrRunning: 3, currentPID: 101, currentComm: "spinner1",
+                            localDSQDepth: 1, scxFlags: 0, rqClock: 5_000_001, scxClock: 0)
+        cpu1.runnable = []
+        #expect(d.cpus == [cpu0, cpu1])
+        #expect(d.problems.isEmpty, "\(d.problems)")
     }
 
     @Test func mapsAreWalkedAndGlobalsDecoded() throws {
         let g = try SyntheticGuest(exitKind: 1025)
         let ctx = try Self.context(g)
         var d = FailureDump(kind: .errorBPF, kindValue: 1025)
-        BPFMapReader(space: ctx.space, layout: try #require(ctx.layout.maps)).readAll(idr: g.symbols["map_idr"]!, into: &d)
+        BPFMapReader(space: ctx.space, layout: try #require(ctx.layout.maps), perCPUOffsets: g.symbols["__per_cpu_offset"], cpuCount: 2)
+            .readAll(idr: g.symbols["map_idr"]!, into: &d)
         #expect(d.problems.isEmpty)
-        #expect(d.maps.map(\.name) == ["task_ctx", "fault_bpf.bss"])
+        #expect(d.maps.map(\.name) == ["task_ctx", "fault_bpf.bss", "stats"])
+        let stats = try #require(d.map(named: "stats"))
+        #expect(stats.type == "percpu_array" && stats.perCPUIntegers == [[10, 11], [20, 21]])
         let hash = try #require(d.map(named: "task_ctx"))
         #expect(hash.type == "hash" && hash.id == 7 && hash.maxEntries == 1024 && hash.contentsHex == nil)
         let bss = try #require(d.map(named: ".bss"))

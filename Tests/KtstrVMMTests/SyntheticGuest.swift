@@ -38,7 +38,7 @@ struct SyntheticGuest {
         let ek = b.enumeration("scx_exit_kind", [("SCX_EXIT_NONE", 0), ("SCX_EXIT_DONE", 1), ("SCX_EXIT_ERROR", 1024),
                                                  ("SCX_EXIT_ERROR_BPF", 1025), ("SCX_EXIT_ERROR_STALL", 1026), ("SCX_EXIT_ERROR_RESCUE", 1028)])
         _ = b.enumeration("scx_exit_flags", [("SCX_EFLAG_INITIALIZED", 1)])
-        _ = b.enumeration("bpf_map_type", [("BPF_MAP_TYPE_UNSPEC", 0), ("BPF_MAP_TYPE_HASH", 1), ("BPF_MAP_TYPE_ARRAY", 2)])
+        _ = b.enumeration("bpf_map_type", [("BPF_MAP_TYPE_UNSPEC", 0), ("BPF_MAP_TYPE_HASH", 1), ("BPF_MAP_TYPE_ARRAY", 2), ("BPF_MAP_TYPE_PERCPU_ARRAY", 6)])
         // Deliberately not the real kernel's offsets.
         let ei = b.structure("scx_exit_info", size: 72, members: [
             ("kind", ek, 0), ("exit_cpu", i32, 32), ("exit_code", s64, 64), ("flags", u64, 128), ("reason", pchr, 192),
@@ -47,10 +47,15 @@ struct SyntheticGuest {
         let atomic = b.structure("atomic_t", size: 4, members: [("counter", i32, 0)])
         let ops = b.structure("sched_ext_ops", size: 136, members: [("flags", u64, 0), ("name", c128, 64)])
         _ = b.structure("scx_sched", size: 200, members: [("ops", ops, 0), ("pad", u64, 1088), ("exit_kind", atomic, 1152), ("exit_info", pei, 1216)])
-        let scxrq = b.structure("scx_rq", size: 16, members: [("flags", u64, 0), ("nr_running", u32, 64)])
-        let task = b.structure("task_struct", size: 48, members: [("state", u64, 0), ("pid", i32, 128), ("comm", c16, 256)])
+        let list = b.structure("list_head", size: 16, members: [("next", pvoid, 0), ("prev", pvoid, 64)])
+        let dsq = b.structure("scx_dispatch_q", size: 16, members: [("lock", u32, 0), ("nr", u32, 32), ("id", u64, 64)])
+        let pdsq = b.type("", kind: 2, sizeOrType: dsq)
+        let scxrq = b.structure("scx_rq", size: 48, members: [("local_dsq", dsq, 0), ("flags", u32, 128), ("nr_running", u32, 160),
+                                                               ("clock", u64, 192), ("runnable_list", list, 256)])
+        let see = b.structure("sched_ext_entity", size: 32, members: [("dsq", pdsq, 0), ("runnable_node", list, 64), ("runnable_at", u64, 192)])
+        let task = b.structure("task_struct", size: 80, members: [("state", u64, 0), ("pid", i32, 128), ("comm", c16, 256), ("scx", see, 384)])
         let ptask = b.type("", kind: 2, sizeOrType: task)
-        _ = b.structure("rq", size: 40, members: [("lock", u32, 0), ("nr_running", u32, 32), ("curr", ptask, 64), ("scx", scxrq, 192)])
+        _ = b.structure("rq", size: 72, members: [("lock", u32, 0), ("nr_running", u32, 32), ("curr", ptask, 64), ("clock", u64, 128), ("scx", scxrq, 192)])
         let xa = b.structure("xarray", size: 16, members: [("xa_lock", u32, 0), ("xa_flags", u32, 32), ("xa_head", pvoid, 64)])
         _ = b.structure("idr", size: 24, members: [("idr_rt", xa, 0), ("idr_base", u32, 128), ("idr_next", u32, 160)])
         _ = b.structure("xa_node", size: 40 + 512, members: [("shift", u8, 0), ("offset", u8, 8), ("parent", pvoid, 64), ("array", pvoid, 128), ("slots", slots, 320)])
@@ -60,7 +65,6 @@ struct SyntheticGuest {
             ("sha", arr(u8, 8), 0), ("map_type", u32, 64), ("key_size", u32, 96), ("value_size", u32, 128), ("max_entries", u32, 160),
             ("map_flags", u32, 192), ("id", u32, 224), ("btf", pbtf, 256), ("btf_value_type_id", u32, 320), ("name", c16, 384)])
         let anon = b.structure("", size: 0, union: true, members: [("value", c0, 0), ("ptrs", arr(pvoid, 0), 0)])
-        let list = b.structure("list_head", size: 16, members: [("next", pvoid, 0), ("prev", pvoid, 64)])
         _ = b.structure("bpf_ksym", size: 560, members: [("start", u64, 0), ("end", u64, 64), ("name", arr(chr, 512), 128), ("lnode", list, 528 * 8)])
         _ = b.structure("bpf_array", size: 80, members: [("map", map, 0), ("elem_size", u32, 512), ("index_mask", u32, 544), ("aux", pvoid, 576), ("", anon, 640)])
         return b
@@ -83,10 +87,13 @@ struct SyntheticGuest {
         return (b.blob(), ds)
     }
 
-    init(exitKind: Int32 = 0) throws {
+    /// `uniqueBTF`: add a uniquely named type, so the blob misses the process-wide BTF cache.
+    init(exitKind: Int32 = 0, uniqueBTF: Bool = false) throws {
         let mem = try GuestMemory.anonymous(layout: [(0, Self.ram)])
         memory = mem
-        let blob = Self.kernelBTF().blob()
+        var builder = Self.kernelBTF()
+        if uniqueBTF { _ = builder.structure("unique_\(UInt64.random(in: 0...UInt64.max))", size: 0, members: []) }
+        let blob = builder.blob()
         let kbtf = try BTF(bytes: blob)
         btf = kbtf
         func w<T: FixedWidthInteger>(_ v: T, _ gpa: UInt64) throws { try mem.write(v, at: gpa) }
@@ -135,10 +142,32 @@ struct SyntheticGuest {
             try w(Self.dm(rq) &- (Self.k + 0x100), Self.gpa(Self.k + 0x20) + UInt64(cpu * 8))
             try w(UInt32(3 + cpu), rq + off("nr_running", "rq"))
             try w(UInt32(2 + cpu), rq + off("scx.nr_running", "rq"))
+            try w(UInt32(1), rq + off("scx.local_dsq.nr", "rq"))
+            try w(UInt64(5_000_000 + cpu), rq + off("clock", "rq"))
             try w(Self.dm(task), rq + off("curr", "rq"))
             try w(Int32(100 + cpu), task + off("pid", "task_struct"))
             try mem.write(Array("spinner\(cpu)\0".utf8), at: task + off("comm", "task_struct"))
+            // Runnable list: cpu0 holds two waiting tasks (the first on DSQ 0x4b7457), cpu1 none.
+            let head = rq + (try off("scx.runnable_list", "rq"))
+            let nodeOff = try off("scx.runnable_node", "task_struct")
+            if cpu == 0 {
+                let t0: UInt64 = 0x10_5400, t1: UInt64 = 0x10_5500
+                try w(Self.dm(t0 + nodeOff), head)
+                try w(Self.dm(t1 + nodeOff), t0 + nodeOff)
+                try w(Self.dm(head), t1 + nodeOff)
+                for (i, t) in [t0, t1].enumerated() {
+                    try w(Int32(200 + i), t + off("pid", "task_struct"))
+                    try mem.write(Array("victim\(i)\0".utf8), at: t + off("comm", "task_struct"))
+                    try w(UInt64(1000 + 500 * i), t + off("scx.runnable_at", "task_struct"))
+                }
+                try w(Self.dm(0x10_5800), t0 + off("scx.dsq", "task_struct"))
+                try w(UInt64(0x4B_7457), 0x10_5800 + off("id", "scx_dispatch_q"))
+            } else {
+                try w(Self.dm(head), head)
+            }
         }
+        sym["jiffies"] = Self.k + 0x400
+        try w(UInt64(2000), Self.gpa(Self.k + 0x400))
 
         // map_idr → xa_node (internal entry) → slot 1: hash map (direct map), slot 2: .bss array (vmalloc).
         let node: UInt64 = 0x12_0000, hash: UInt64 = 0x12_2000, bss: UInt64 = 0x12_1000
@@ -157,6 +186,16 @@ struct SyntheticGuest {
         try header(bss, type: 2, id: 9, name: "fault_bpf.bss", key: 4, value: 16, max: 1)
         let value = try bss + off("value", "bpf_array")
         try w(UInt64(4242), value); try w(Int32(-100), value + 8); try w(UInt8(1), value + 12); try mem.write(Array("ok\0".utf8), at: value + 13)
+        // slot 3: a per-CPU array (value u64, 2 entries): cpu c's entry i at GPA 0x127000 + c*0x1000 + i*8.
+        let pcpu: UInt64 = 0x12_6000
+        try w(Self.dm(pcpu), node + slots + 24)
+        try header(pcpu, type: 6, id: 11, name: "stats", key: 4, value: 8, max: 2)
+        let off0 = try mem.read(UInt64.self, at: Self.gpa(Self.k + 0x20))
+        let pvalue = try pcpu + off("value", "bpf_array")
+        for i in 0..<2 {
+            try w(Self.dm(0x12_7000 + UInt64(i * 8)) &- off0, pvalue + UInt64(i * 8))
+            for cpu in 0..<2 { try w(UInt64(10 * (cpu + 1) + i), 0x12_7000 + UInt64(cpu) * 0x1000 + UInt64(i * 8)) }
+        }
         let (pblob, ds) = Self.programBTF()
         try mem.write(pblob, at: 0x12_4000)
         try w(Self.dm(0x12_4000), 0x12_3000 + off("data", "btf"))
@@ -205,7 +244,9 @@ class FakeMachine: Machine, @unchecked Sendable {
         freezes.withLock { $0 += 1 }
         return (0..<vcpuCount).map { VCPURegisterSnapshot(cpu: $0, rip: 0xFFFF_FFFF_8100_0000 + UInt64($0), rsp: 0, cr3: 0x200_1000, cr4: 0x6F0) }
     }
-    func thaw() throws { thaws.withLock { $0 += 1 } }
+    /// Runs at thaw: lets a test change guest memory "after" the frozen read.
+    var onThaw: (@Sendable () -> Void)?
+    func thaw() throws { thaws.withLock { $0 += 1 }; onThaw?() }
     func wait(timeout: Duration) -> MachineExit { .shutdown }
     func kill() {}
 }

@@ -38,6 +38,22 @@ struct FailureDumpE2ETests {
         #expect(d.text.contains("ktstr_knob_error_after = 100"))
     }
 
+    /// A kernel-side runtime error (not scx_bpf_error): dispatch to a DSQ that does not exist.
+    @Test(.enabled(if: E2E.missing(scheduler: "fault") == nil, Comment(rawValue: E2E.missing(scheduler: "fault") ?? "")))
+    func kernelRuntimeErrorDumpsWithItsBacktrace() async throws {
+        let o = try await E2E.run("dump: fault --bogus-dsq --bogus-after 50", .fault("--bogus-dsq", "--bogus-after", "50"))
+        let d = try #require(o.failureDump, "no failure dump; problems: \(o.problems)")
+        FileHandle.standardError.write(Data("e2e bogus-dsq dump timing: \(d.timing.map { "\($0)" } ?? "-")\n".utf8))
+        #expect(d.kind == .error && d.kindValue == 1024)
+        #expect(d.reason == "runtime error")
+        // The kernel names the DSQ it could not find (0x4b7457, the fault scheduler's bogus id).
+        #expect(d.message?.lowercased().contains("4b7457") == true, "msg: \(d.message ?? "nil")")
+        #expect(d.backtrace.compactMap(\.symbol).count >= 3, "backtrace: \(d.backtrace)")
+        #expect(d.global("ktstr_knob_bogus_dsq")?.integer == 1)
+        #expect(d.global("ktstr_fault_fired")?.integer == 4)
+        #expect(d.problems.isEmpty, "\(d.problems)")
+    }
+
     @Test(.enabled(if: E2E.missing(scheduler: "fault") == nil, Comment(rawValue: E2E.missing(scheduler: "fault") ?? "")))
     func stallDumpNamesTheStalledTask() async throws {
         let o = try await E2E.run("dump: fault --stall-pid-every 2", .fault("--stall-pid-every", "2", "--timeout-ms", "3000"), seconds: 8)
@@ -47,6 +63,12 @@ struct FailureDumpE2ETests {
         let msg = d.message ?? ""
         #expect(msg.range(of: #"\S+\[\d+\] failed to run for"#, options: .regularExpression) != nil, "msg: \(msg)")
         #expect(d.registers.count == 2)
+        // The task the watchdog names is still on a runqueue's runnable list at the freeze.
+        if let m = msg.firstMatch(of: /\[(\d+)\] failed to run/), let pid = Int32(m.1) {
+            let runnable = d.cpus.flatMap { $0.runnable ?? [] }
+            #expect(runnable.contains { $0.pid == pid }, "runnable: \(runnable)")
+        }
+        #expect(d.jiffies != nil)
         let bss = try #require(d.map(named: ".bss"))
         #expect(bss.variable("ktstr_knob_stall_pid_every")?.integer == 2)
         // The pid the scheduler last dropped is a task the kernel calls stalled (its pid is even).

@@ -12,7 +12,8 @@ enum E2E {
             if let scheduler { _ = try Provisioning.scheduler(scheduler) }
             return nil
         } catch {
-            return "\(error) (run `swift run ktstr setup`)"
+            let text = "\(error)"
+            return text.contains("ktstr setup") ? text : text + " (run `swift run ktstr setup`)"
         }
     }
 

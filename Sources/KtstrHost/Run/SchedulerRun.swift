@@ -22,7 +22,8 @@ public enum SchedulerRun {
     /// `agentPath` replaces the provisioned agent (tests: a program that is not the agent, to
     /// check what a guest that dies early yields).
     static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
-                    artifactsDirectory: String?, log: Log, agentPath: String?) async throws -> RunOutcome {
+                    artifactsDirectory: String?, log: Log, agentPath: String?,
+                    onMachine: (@Sendable (any Machine) -> Void)? = nil) async throws -> RunOutcome {
         try Task.checkCancellation()
         let kernel = try Provisioning.kernel(explicit: vm.kernel)
         let agent = try agentPath ?? Provisioning.agentBinary()
@@ -42,7 +43,7 @@ public enum SchedulerRun {
         let image = try InitramfsAssembler(agentPath: agent, schedulerPath: sched?.path, planJSON: [UInt8](planJSON)).assemble()
         log.debug("initramfs: \(image.bytes.count >> 10) KiB, \(image.files.count) files")
 
-        let units = await VMSlots.shared.acquire(vcpus: vm.cpus)
+        let units = try await VMSlots.shared.acquire(vcpus: vm.cpus)
         defer { Task { await VMSlots.shared.release(units) } }
         try Task.checkCancellation()
 
@@ -79,6 +80,7 @@ public enum SchedulerRun {
                 console: console, channel: channel), log: log)
         }
         machineBox.machine = machine
+        onMachine?(machine)
 
         let started = ContinuousClock.now
         let exit: MachineExit

@@ -29,6 +29,8 @@ public struct FailureDump: Codable, Sendable {
     public var cpus: [CPUState]
     public var maps: [BPFMapDump]
     public var timing: DumpTiming?
+    /// The kernel's `jiffies` at the freeze (runnable tasks waited `jiffies - runnableAt` ticks).
+    public var jiffies: UInt64?
     /// Where symbol names came from ("guest kallsyms", "System.map", nil when none).
     public var symbolSource: String?
     /// Where the type layout came from ("guest BTF", "vmlinux .BTF").
@@ -42,7 +44,7 @@ public struct FailureDump: Codable, Sendable {
     // Decoding tolerates dumps written by older code (missing arrays).
     enum CodingKeys: String, CodingKey {
         case kind, kindValue, registers, problems, schedulerName, exitCode, exitCPU, flags, flagNames, reason, message,
-             backtrace, schedulerDump, schedulerDumpAfterThaw, cpus, maps, timing, symbolSource, btfSource
+             backtrace, schedulerDump, schedulerDumpAfterThaw, cpus, maps, timing, jiffies, symbolSource, btfSource
     }
 
     public init(from decoder: Decoder) throws {
@@ -64,8 +66,16 @@ public struct FailureDump: Codable, Sendable {
         cpus = try c.decodeIfPresent([CPUState].self, forKey: .cpus) ?? []
         maps = try c.decodeIfPresent([BPFMapDump].self, forKey: .maps) ?? []
         timing = try c.decodeIfPresent(DumpTiming.self, forKey: .timing)
+        jiffies = try c.decodeIfPresent(UInt64.self, forKey: .jiffies)
         symbolSource = try c.decodeIfPresent(String.self, forKey: .symbolSource)
         btfSource = try c.decodeIfPresent(String.self, forKey: .btfSource)
+    }
+
+    /// A BPF program global by name, from whichever map's section holds it
+    /// (`dump.global("ktstr_knob_error_after")?.integer == 100`).
+    public func global(_ name: String) -> BPFVariable? {
+        for m in maps { if let v = m.variable(name) { return v } }
+        return nil
     }
 
     /// The BPF map called `name` (`"fault_bpf.bss"`, or a suffix such as `".bss"`).
@@ -93,10 +103,35 @@ public struct CPUState: Codable, Sendable, Equatable {
     public var scxNrRunning: UInt32?
     public var currentPID: Int32?
     public var currentComm: String?
+    /// Tasks queued on this CPU's local DSQ (`rq->scx.local_dsq.nr`).
+    public var localDSQDepth: UInt32?
+    /// `rq->scx.flags` (SCX_RQ_*).
+    public var scxFlags: UInt32?
+    /// `rq->clock` and `rq->scx.clock` in ns: a CPU whose clocks lag the others' did not tick.
+    public var rqClock: UInt64?
+    public var scxClock: UInt64?
+    /// `rq->scx.runnable_list`: tasks runnable on this CPU, oldest first (≤ 32).
+    public var runnable: [RunnableTask]?
 
-    public init(cpu: Int, nrRunning: UInt32? = nil, scxNrRunning: UInt32? = nil, currentPID: Int32? = nil, currentComm: String? = nil) {
+    public init(cpu: Int, nrRunning: UInt32? = nil, scxNrRunning: UInt32? = nil, currentPID: Int32? = nil, currentComm: String? = nil,
+                localDSQDepth: UInt32? = nil, scxFlags: UInt32? = nil, rqClock: UInt64? = nil, scxClock: UInt64? = nil) {
         self.cpu = cpu; self.nrRunning = nrRunning; self.scxNrRunning = scxNrRunning
         self.currentPID = currentPID; self.currentComm = currentComm
+        self.localDSQDepth = localDSQDepth; self.scxFlags = scxFlags; self.rqClock = rqClock; self.scxClock = scxClock
+    }
+}
+
+/// A task on a runqueue's runnable list.
+public struct RunnableTask: Codable, Sendable, Equatable {
+    public var pid: Int32
+    public var comm: String
+    /// `p->scx.runnable_at` in jiffies (compare with `FailureDump.jiffies`).
+    public var runnableAt: UInt64
+    /// The DSQ the task is queued on (`p->scx.dsq->id`), when on one.
+    public var dsqID: UInt64?
+
+    public init(pid: Int32, comm: String, runnableAt: UInt64, dsqID: UInt64? = nil) {
+        self.pid = pid; self.comm = comm; self.runnableAt = runnableAt; self.dsqID = dsqID
     }
 }
 
@@ -117,10 +152,25 @@ public struct BPFMapDump: Codable, Sendable, Equatable {
     public var contentsTruncated: Bool?
     /// Globals decoded with the map's own BTF (`.bss`/`.data`/`.rodata` DATASEC).
     public var variables: [BPFVariable]?
+    /// Per-CPU arrays: for each CPU, the hex of its values of the first entries (each
+    /// `valueSize` bytes, entry 0 first; at most 16 entries).
+    public var perCPUHex: [String]?
+
+    /// Per-CPU array values as little-endian integers: `[cpu][entry]`, when `valueSize` ≤ 8.
+    public var perCPUIntegers: [[UInt64]]? {
+        guard let rows = perCPUHex, valueSize >= 1, valueSize <= 8 else { return nil }
+        return rows.map { row in
+            let bytes = BPFMapDump.bytes(fromHex: row) ?? []
+            return stride(from: 0, to: bytes.count - Int(valueSize) + 1, by: Int(valueSize)).compactMap {
+                littleEndianValue(bytes, offset: $0, size: Int(valueSize))
+            }
+        }
+    }
 
     /// The raw contents (decoded from `contentsHex`).
-    public var contents: [UInt8]? {
-        guard let h = contentsHex else { return nil }
+    public var contents: [UInt8]? { contentsHex.flatMap(Self.bytes(fromHex:)) }
+
+    static func bytes(fromHex h: String) -> [UInt8]? {
         var out: [UInt8] = []
         var it = h.utf8.makeIterator()
         while let a = it.next(), let b = it.next() {

@@ -47,8 +47,17 @@ extension FailureDump: CustomStringConvertible {
             o.append("runqueues:")
             for c in cpus {
                 var s = "  cpu\(c.cpu): nr_running=\(c.nrRunning.map(String.init) ?? "?") scx.nr_running=\(c.scxNrRunning.map(String.init) ?? "?")"
+                if let d = c.localDSQDepth { s += " local_dsq=\(d)" }
+                if let f = c.scxFlags { s += " scx.flags=\(hex(UInt64(f)))" }
                 if let pid = c.currentPID { s += " curr=\(c.currentComm ?? "?")[\(pid)]" }
+                if let k = c.rqClock { s += " clock=\(k)" }
                 o.append(s)
+                for t in c.runnable ?? [] {
+                    var r = "      runnable \(t.comm)[\(t.pid)]"
+                    if let j = jiffies, j >= t.runnableAt { r += " waiting \(j - t.runnableAt) ticks" }
+                    if let d = t.dsqID { r += " dsq=\(hex(d))" }
+                    o.append(r)
+                }
             }
         }
         if !maps.isEmpty {
@@ -59,6 +68,11 @@ extension FailureDump: CustomStringConvertible {
                 for v in m.variables ?? [] {
                     let shown = v.value.count > 96 ? v.value.prefix(96) + "… (\(v.size) bytes)" : Substring(v.value)
                     o.append("      \(v.name) = \(shown)")
+                }
+                if let ints = m.perCPUIntegers {
+                    for (cpu, row) in ints.enumerated() { o.append("      cpu\(cpu): " + row.map(String.init).joined(separator: " ")) }
+                } else if let rows = m.perCPUHex {
+                    for (cpu, row) in rows.enumerated() { o.append("      cpu\(cpu): " + row.prefix(96) + (row.count > 96 ? "…" : "")) }
                 }
                 if m.variables == nil, let bytes = m.contents {
                     for row in stride(from: 0, to: min(bytes.count, 256), by: 16) {

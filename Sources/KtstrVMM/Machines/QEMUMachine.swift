@@ -70,7 +70,12 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     /// Serialises fd creation + spawn across machines (see start()).
     static let spawnLock = NSLock()
 
+    /// Unique per machine; names its QMP socket and RAM file (`ktstr-<host pid>-<n>-<random>`),
+    /// so its processes can be told apart from other machines' in /proc.
+    public let instanceName: String
+
     public init(_ config: Configuration, log: Log = .default) {
+        instanceName = "ktstr-\(getpid())-\(Self.counter.next())-\(UInt32.random(in: 0...UInt32.max))"
         self.config = config
         self.log = log
         backend = config.accelerator == .kvm ? .qemuKVM : .qemuTCG
@@ -129,7 +134,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         let already = pid != 0
         state.unlock()
         guard !already else { throw QEMUError.setup("start() called twice") }
-        let unique = "ktstr-\(getpid())-\(Self.counter.next())-\(UInt32.random(in: 0...UInt32.max))"
+        let unique = instanceName
         let ramBytes = UInt64(config.memoryMiB) << 20
 
         // Guest RAM: a /dev/shm file unlinked at once; qemu and we keep it through fds.
@@ -168,16 +173,29 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         }
 
         let qmpName = unique + "-qmp"
+        // The dup2s below run in order in the child: a source numbered 0...6 would be
+        // overwritten by an earlier one. Use copies numbered ≥ 10 as the sources.
+        var sources: [Int32] = []
+        defer { sources.forEach { close($0) } }
+        for fd in [dog[0], err[1], mfd, con[1], chan[1], config.initrdFD ?? -1] {
+            sources.append(fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 10))
+        }
+        guard !sources.enumerated().contains(where: { $0.offset < 5 && $0.element < 0 }),
+              config.initrdFD == nil || sources[5] >= 0 else {
+            [dog[1], err[0], con[0], chan[0], dog[0], err[1], con[1], chan[1]].forEach { close($0) }
+            throw QEMUError.setup("fcntl(F_DUPFD_CLOEXEC): \(String(cString: strerror(errno)))")
+        }
+        sources.removeAll { $0 < 0 }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, dog[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, err[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, err[1], 2)
-        posix_spawn_file_actions_adddup2(&actions, mfd, 3)
-        posix_spawn_file_actions_adddup2(&actions, con[1], 4)
-        posix_spawn_file_actions_adddup2(&actions, chan[1], 5)
-        if let ifd = config.initrdFD { posix_spawn_file_actions_adddup2(&actions, ifd, 6) }
+        posix_spawn_file_actions_adddup2(&actions, sources[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, sources[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, sources[1], 2)
+        posix_spawn_file_actions_adddup2(&actions, sources[2], 3)
+        posix_spawn_file_actions_adddup2(&actions, sources[3], 4)
+        posix_spawn_file_actions_adddup2(&actions, sources[4], 5)
+        if config.initrdFD != nil { posix_spawn_file_actions_adddup2(&actions, sources[5], 6) }
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
@@ -198,7 +216,8 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         var child: pid_t = 0
         let rc = posix_spawn(&child, "/bin/sh", &actions, &attr, cargv, environ)
         // The child has its copies; ours of the write ends must go so readers see EOF.
-        for fd in [dog[0], err[1], con[1], chan[1]] { close(fd) }
+        for fd in [dog[0], err[1], con[1], chan[1]] + sources { close(fd) }
+        sources = []
         Self.spawnLock.unlock()
         spawnLocked = false
         guard rc == 0 else {

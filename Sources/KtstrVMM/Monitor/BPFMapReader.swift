@@ -10,11 +10,17 @@ public struct BPFMapReader: Sendable {
     public static let maxContents = 4096
     public static let maxMapBTF = 4 << 20
 
+    public static let maxPerCPUEntries = 16
+    public static let maxCPUs = 64
+
     public let space: KernelAddressSpace
     public let layout: ScxLayout.Maps
+    /// `__per_cpu_offset[]` (kernel address) and the CPU count, for per-CPU array values.
+    public let perCPUOffsets: UInt64?
+    public let cpuCount: Int
 
-    public init(space: KernelAddressSpace, layout: ScxLayout.Maps) {
-        self.space = space; self.layout = layout
+    public init(space: KernelAddressSpace, layout: ScxLayout.Maps, perCPUOffsets: UInt64? = nil, cpuCount: Int = 0) {
+        self.space = space; self.layout = layout; self.perCPUOffsets = perCPUOffsets; self.cpuCount = cpuCount
     }
 
     /// The `struct bpf_map *` entries of the IDR at `idr`, in index order.
@@ -69,6 +75,10 @@ public struct BPFMapReader: Sendable {
             id: try u32(L.id), name: try space.readCString(at: p &+ UInt64(L.name.offset), maxLength: min(L.name.size, 64)),
             type: typeName, typeValue: typeValue, keySize: try u32(L.keySize), valueSize: try u32(L.valueSize),
             maxEntries: try u32(L.maxEntries), flags: try u32(L.flags))
+        if typeName == "percpu_array" {
+            do { m.perCPUHex = try readPerCPU(p, m) } catch { problems.append("map \(m.name) per-CPU values: \(error)") }
+            return m
+        }
         guard typeName == "array" || (L.typeNames.isEmpty && typeValue == 2) else { return m }
         let elem = (UInt64(m.valueSize) + 7) & ~7
         let total = elem * UInt64(m.maxEntries)
@@ -93,6 +103,25 @@ public struct BPFMapReader: Sendable {
             problems.append("map \(m.name) contents: \(error)")
         }
         return m
+    }
+
+    /// Per-CPU array: `pptrs[i]` is a per-CPU pointer; CPU c's value is at
+    /// `pptrs[i] + __per_cpu_offset[c]`. Returns, per CPU, the hex of the first entries' values.
+    func readPerCPU(_ p: UInt64, _ m: BPFMapDump) throws(AddressError) -> [String]? {
+        guard let offs = perCPUOffsets, cpuCount > 0 else { return nil }
+        let entries = Int(min(UInt64(m.maxEntries), UInt64(Self.maxPerCPUEntries)))
+        let size = Int(min(UInt64(m.valueSize), UInt64(Self.maxContents / max(1, entries))))
+        guard entries > 0, size > 0 else { return nil }
+        var pptrs: [UInt64] = []
+        for i in 0..<entries { pptrs.append(try space.readPointer(at: p &+ UInt64(layout.arrayValue + i * 8))) }
+        var out: [String] = []
+        for cpu in 0..<min(cpuCount, Self.maxCPUs) {
+            let off = try space.readPointer(at: offs &+ UInt64(cpu * 8))
+            var bytes: [UInt8] = []
+            for pp in pptrs { bytes += try space.readBytes(at: pp &+ off, count: size) }
+            out.append(bytes.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined())
+        }
+        return out
     }
 
     /// A program's BTF blob from a kernel `struct btf` (`data`, `data_size`).

@@ -17,6 +17,10 @@ public struct GuestKallsyms: Sendable, Symbolizer {
     let count: Int
     let names: UInt64, markers: UInt64, offsets: UInt64
     let tokens: [[UInt8]]
+    /// Kernels before the PC-relative table (6.x up to ~6.14) store offsets from
+    /// `kallsyms_relative_base` (x86-64: "absolute percpu": negative entries count down
+    /// from base - 1); 7.x stores `target - &kallsyms_offsets[i]`. nil = PC-relative.
+    let relativeBase: UInt64?
 
     /// nil when a table symbol is missing or the tables do not look sane.
     public init?(symbols: [String: UInt64], space: KernelAddressSpace) {
@@ -36,11 +40,20 @@ public struct GuestKallsyms: Sendable, Symbolizer {
         self.count = Int(n)
         self.names = names; self.markers = markers; self.offsets = offsets
         self.tokens = tokens
+        if let rb = symbols["kallsyms_relative_base"] {
+            guard let base = try? space.readPointer(at: rb) else { return nil }
+            relativeBase = base
+        } else {
+            relativeBase = nil
+        }
     }
 
     func address(_ i: Int) throws(AddressError) -> UInt64 {
         let slot = offsets &+ UInt64(i) * 4
         let rel = Int32(bitPattern: try space.read(UInt32.self, at: slot))
+        if let base = relativeBase {
+            return rel >= 0 ? UInt64(rel) : base &- 1 &- UInt64(bitPattern: Int64(rel))
+        }
         return slot &+ UInt64(bitPattern: Int64(rel))
     }
 

@@ -6,30 +6,47 @@
 /// page, because vmalloc pages are not physically contiguous.
 public struct KernelAddressSpace: Sendable {
     public static let startKernelMap: UInt64 = 0xFFFF_FFFF_8000_0000
-    /// Image fast path only below here: above lie modules, BPF JIT, fixmap (walk those).
+    /// Without `_text`/`_end`, the image fast path covers this much of the kernel map (the
+    /// KERNEL_IMAGE_SIZE of a non-KASLR build); modules, BPF JIT and fixmap lie above and are walked.
     public static let imageWindow: UInt64 = 512 << 20
+    /// The whole kernel-image map (KERNEL_IMAGE_SIZE with KASLR).
+    public static let kernelMapSize: UInt64 = 1 << 30
 
     public let memory: GuestMemory
     public let physBase: UInt64
     public let pageOffsetBase: UInt64?
     public let walker: PageTableWalker?
+    /// Kernel virtual addresses translated by the image rule.
+    public let imageRange: Range<UInt64>
     private let ramEnd: UInt64
 
-    public init(memory: GuestMemory, physBase: UInt64, pageOffsetBase: UInt64?, walker: PageTableWalker?) {
+    public init(memory: GuestMemory, physBase: UInt64, pageOffsetBase: UInt64?, walker: PageTableWalker?,
+                imageRange: Range<UInt64>? = nil) {
         self.memory = memory
         self.physBase = physBase
         self.pageOffsetBase = pageOffsetBase
         self.walker = walker
+        self.imageRange = imageRange ?? Self.startKernelMap..<(Self.startKernelMap + Self.imageWindow)
         self.ramEnd = memory.regions.map(\.end).max() ?? 0
     }
 
+    /// `[_text, _end)` when both are known; else the default window, widened to cover every
+    /// known image symbol (a KASLR kernel may sit in the upper half of the 1 GiB map).
+    public static func imageRange(symbols: [String: UInt64]) -> Range<UInt64> {
+        let top = startKernelMap + kernelMapSize
+        if let t = symbols["_text"], let e = symbols["_end"], t >= startKernelMap, t < e, e <= top { return t..<e }
+        let highest = symbols.values.filter { $0 >= startKernelMap && $0 < top }.max() ?? startKernelMap
+        let end = max(startKernelMap + imageWindow, min(top, (highest + (64 << 20)) & ~UInt64((2 << 20) - 1)))
+        return startKernelMap..<end
+    }
+
     public func withWalker(_ w: PageTableWalker?) -> KernelAddressSpace {
-        KernelAddressSpace(memory: memory, physBase: physBase, pageOffsetBase: pageOffsetBase, walker: w)
+        KernelAddressSpace(memory: memory, physBase: physBase, pageOffsetBase: pageOffsetBase, walker: w, imageRange: imageRange)
     }
 
     /// GPA of a kernel-image symbol (text, rodata, data, bss).
     public func imageGPA(_ kva: UInt64) -> UInt64? {
-        guard kva >= Self.startKernelMap, kva - Self.startKernelMap < Self.imageWindow else { return nil }
+        guard imageRange.contains(kva) else { return nil }
         return kva - Self.startKernelMap &+ physBase
     }
 
@@ -102,17 +119,26 @@ extension KernelAddressSpace {
     public static func discoverPhysBase(memory: GuestMemory, physBaseSymbol: UInt64, startBTF: UInt64?) -> UInt64? {
         let ramEnd = memory.regions.map(\.end).max() ?? 0
         func plausible(_ candidate: UInt64) -> Bool {
-            let probe = KernelAddressSpace(memory: memory, physBase: candidate, pageOffsetBase: nil, walker: nil)
+            let probe = KernelAddressSpace(memory: memory, physBase: candidate, pageOffsetBase: nil, walker: nil,
+                                           imageRange: startKernelMap..<(startKernelMap + kernelMapSize))
             guard let g = probe.imageGPA(physBaseSymbol), let v = try? memory.read(UInt64.self, at: g), v == candidate else { return false }
             guard let startBTF else { return true }
             guard let b = probe.imageGPA(startBTF), let m = try? memory.read(UInt16.self, at: b) else { return false }
             return m == BTF.magic
         }
         if plausible(0) { return 0 }
-        var c: UInt64 = 2 << 20
+        // phys_base = physical load delta - virtual KASLR offset: it wraps "below zero" when
+        // the virtual offset is the larger one, so scan [-1 GiB, RAM end) in 2 MiB steps.
+        let step: UInt64 = 2 << 20
+        var c: UInt64 = 0 &- kernelMapSize
+        while c != 0 {
+            if plausible(c) { return c }
+            c &+= step
+        }
+        c = step
         while c < ramEnd {
             if plausible(c) { return c }
-            c += 2 << 20
+            c += step
         }
         return nil
     }

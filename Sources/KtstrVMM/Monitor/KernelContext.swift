@@ -34,11 +34,15 @@ public struct KernelContext: Sendable {
 
     /// Locates the kernel image (phys_base), the direct map (page_offset_base), the kernel
     /// page table (init_top_pgt) and the BTF: from guest RAM first, then `vmlinux`.
-    public static func resolve(memory: GuestMemory, symbols: [String: UInt64], vmlinux: String?, log: Log) throws(MonitorError) -> KernelContext {
+    /// `aroundSlowParse` wraps a BTF parse that missed the cache (the monitor pauses the
+    /// guest around it, so a scheduler cannot attach and fail unobserved meanwhile).
+    public static func resolve(memory: GuestMemory, symbols: [String: UInt64], vmlinux: String?, log: Log,
+                               aroundSlowParse: (() -> Void) -> Void = { $0() }) throws(MonitorError) -> KernelContext {
         guard let physSym = symbols["phys_base"] else { throw .missingSymbol("phys_base") }
         guard let physBase = KernelAddressSpace.discoverPhysBase(memory: memory, physBaseSymbol: physSym, startBTF: symbols["__start_BTF"])
         else { throw .physBase }
-        let image = KernelAddressSpace(memory: memory, physBase: physBase, pageOffsetBase: nil, walker: nil)
+        let range = KernelAddressSpace.imageRange(symbols: symbols)
+        let image = KernelAddressSpace(memory: memory, physBase: physBase, pageOffsetBase: nil, walker: nil, imageRange: range)
         let pob = symbols["page_offset_base"].flatMap { try? image.readPointer(at: $0) }
         // 5-level paging moves the direct map out of the 48-bit canonical range.
         var fiveLevel = pob.map { !PageTableWalker(memory: memory, cr3: 0, fiveLevel: false).isCanonical($0) } ?? false
@@ -46,14 +50,20 @@ public struct KernelContext: Sendable {
         let walker = symbols["init_top_pgt"].flatMap { image.imageGPA($0) }.map {
             PageTableWalker(memory: memory, cr3: $0, fiveLevel: fiveLevel)
         }
-        let space = KernelAddressSpace(memory: memory, physBase: physBase, pageOffsetBase: pob, walker: walker)
+        let space = KernelAddressSpace(memory: memory, physBase: physBase, pageOffsetBase: pob, walker: walker, imageRange: range)
         log.debug("monitor: phys_base=0x\(String(physBase, radix: 16)) page_offset_base=\(pob.map { "0x" + String($0, radix: 16) } ?? "?") levels=\(fiveLevel ? 5 : 4)")
 
         var why: [String] = []
         if let start = symbols["__start_BTF"], let stop = symbols["__stop_BTF"] {
             if stop > start, stop - start <= UInt64(maxBTF), let g = image.imageGPA(start),
                let bytes = try? memory.readBytes(at: g, count: Int(stop - start)) {
-                do { return try KernelContext(space: space, btf: BTFCache.shared.parse(bytes), btfSource: "guest memory (__start_BTF)", symbols: symbols) }
+                var parsed: Result<BTF, any Error> = .failure(MonitorError.noBTF("not parsed"))
+                if let hit = BTFCache.shared.cached(bytes) {
+                    parsed = .success(hit)
+                } else {
+                    aroundSlowParse { parsed = Result { try BTFCache.shared.parse(bytes) } }
+                }
+                do { return try KernelContext(space: space, btf: parsed.get(), btfSource: "guest memory (__start_BTF)", symbols: symbols) }
                 catch let e as MonitorError { throw e }
                 catch { why.append("guest BTF: \(error)") }
             } else {
@@ -83,15 +93,27 @@ final class BTFCache: @unchecked Sendable {
     private let lock = NSLock()
     private var entries: [(bytes: [UInt8], btf: BTF)] = []
 
-    func parse(_ bytes: [UInt8]) throws -> BTF {
+    /// The parsed BTF for exactly these bytes, if any; never parses. Waits for a parse in flight.
+    func cached(_ bytes: [UInt8]) -> BTF? {
         lock.lock()
         defer { lock.unlock() }
+        return lookup(bytes)
+    }
+
+    private func lookup(_ bytes: [UInt8]) -> BTF? {
         for e in entries where e.bytes.count == bytes.count {
             let same = e.bytes.withUnsafeBytes { a in bytes.withUnsafeBytes { b in
                 a.count == 0 || (a.baseAddress.flatMap { pa in b.baseAddress.map { memcmp(pa, $0, a.count) == 0 } } ?? false)
             } }
             if same { return e.btf }
         }
+        return nil
+    }
+
+    func parse(_ bytes: [UInt8]) throws -> BTF {
+        lock.lock()
+        defer { lock.unlock() }
+        if let hit = lookup(bytes) { return hit }
         let btf = try BTF(bytes: bytes)
         entries.append((bytes, btf))
         if entries.count > Self.capacity { entries.removeFirst() }

@@ -26,6 +26,15 @@ public struct ScxLayout: Sendable {
     public struct PerCPU: Sendable {
         public let rqNrRunning: Int, rqCurr: Int, rqScxNrRunning: Int
         public let taskPID: Int, taskComm: BTFField
+        /// Optional extras (nil when this kernel's `struct rq` lacks them).
+        public let localDSQDepth: Int?, scxFlags: Int?, scxClock: Int?, rqClock: Int?
+        /// `rq->scx.runnable_list` of `task_struct.scx.runnable_node` (with `runnable_at`,
+        /// jiffies, and the DSQ the task sits on); nil when the kernel lacks them.
+        public let runnableList: RunnableList?
+    }
+
+    public struct RunnableList: Sendable {
+        public let rqHead: Int, taskNode: Int, taskRunnableAt: Int, taskDSQ: Int?, dsqID: Int?
     }
 
     public struct Maps: Sendable {
@@ -60,7 +69,17 @@ public struct ScxLayout: Sendable {
                 rqCurr: try btf.offset(of: "curr", in: "rq"),
                 rqScxNrRunning: try btf.offset(of: "scx.nr_running", in: "rq"),
                 taskPID: try btf.offset(of: "pid", in: "task_struct"),
-                taskComm: try btf.field("comm", in: "task_struct"))
+                taskComm: try btf.field("comm", in: "task_struct"),
+                localDSQDepth: try? btf.offset(of: "scx.local_dsq.nr", in: "rq"),
+                scxFlags: try? btf.offset(of: "scx.flags", in: "rq"),
+                scxClock: try? btf.offset(of: "scx.clock", in: "rq"),
+                rqClock: try? btf.offset(of: "clock", in: "rq"),
+                runnableList: try? RunnableList(
+                    rqHead: btf.offset(of: "scx.runnable_list", in: "rq"),
+                    taskNode: btf.offset(of: "scx.runnable_node", in: "task_struct"),
+                    taskRunnableAt: btf.offset(of: "scx.runnable_at", in: "task_struct"),
+                    taskDSQ: try? btf.offset(of: "scx.dsq", in: "task_struct"),
+                    dsqID: try? btf.offset(of: "id", in: "scx_dispatch_q")))
             perCPUProblem = nil
         } catch {
             perCPU = nil

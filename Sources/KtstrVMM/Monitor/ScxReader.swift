@@ -34,6 +34,14 @@ public struct ScxReader: Sendable {
         return Int(Int32(bitPattern: try space.readVolatileU32(at: ei &+ UInt64(layout.eiKind))))
     }
 
+    /// True once `scx_finish_exit` has stored kind, then reason (exit_cpu follows at once).
+    public func exitInfoSettled(sched: UInt64, kind: Int) -> Bool {
+        guard (try? exitInfoKind(sched: sched)) == kind,
+              let ei = try? space.readPointer(at: sched &+ UInt64(layout.schedExitInfo)),
+              let reason = try? space.readPointer(at: ei &+ UInt64(layout.eiReason)) else { return false }
+        return reason != 0
+    }
+
     /// Fills the exit fields of `dump` (kind, code, cpu, flags, reason, msg, raw backtrace,
     /// dump text). Returns the backtrace addresses for later symbolization.
     @discardableResult
@@ -114,16 +122,46 @@ public struct ScxReader: Sendable {
                 let rq = rqs &+ off
                 s.nrRunning = try space.read(UInt32.self, at: rq &+ UInt64(P.rqNrRunning))
                 s.scxNrRunning = try space.read(UInt32.self, at: rq &+ UInt64(P.rqScxNrRunning))
+                if let o = P.localDSQDepth { s.localDSQDepth = try space.read(UInt32.self, at: rq &+ UInt64(o)) }
+                if let o = P.scxFlags { s.scxFlags = try space.read(UInt32.self, at: rq &+ UInt64(o)) }
+                if let o = P.rqClock { s.rqClock = try space.read(UInt64.self, at: rq &+ UInt64(o)) }
+                if let o = P.scxClock { s.scxClock = try space.read(UInt64.self, at: rq &+ UInt64(o)) }
                 let curr = try space.readPointer(at: rq &+ UInt64(P.rqCurr))
                 if curr != 0 {
                     s.currentPID = Int32(bitPattern: try space.read(UInt32.self, at: curr &+ UInt64(P.taskPID)))
                     s.currentComm = try space.readCString(at: curr &+ UInt64(P.taskComm.offset), maxLength: min(P.taskComm.size, 64))
+                }
+                if let R = P.runnableList {
+                    do { s.runnable = try runnableTasks(head: rq &+ UInt64(R.rqHead), R, P) } catch {
+                        dump.problems.append("cpu \(cpu) runnable list: \(error)")
+                    }
                 }
             } catch {
                 dump.problems.append("cpu \(cpu) runqueue: \(error)")
             }
             dump.cpus.append(s)
         }
+    }
+
+    public static let maxRunnable = 32
+
+    /// Tasks on a runqueue's runnable list, oldest first (bounded; a cycle ends at the bound).
+    func runnableTasks(head: UInt64, _ R: ScxLayout.RunnableList, _ P: ScxLayout.PerCPU) throws(AddressError) -> [RunnableTask] {
+        var out: [RunnableTask] = []
+        var node = try space.readPointer(at: head)
+        while node != head, node != 0, out.count < Self.maxRunnable {
+            let task = node &- UInt64(R.taskNode)
+            var t = RunnableTask(pid: Int32(bitPattern: try space.read(UInt32.self, at: task &+ UInt64(P.taskPID))),
+                                 comm: try space.readCString(at: task &+ UInt64(P.taskComm.offset), maxLength: min(P.taskComm.size, 64)),
+                                 runnableAt: try space.read(UInt64.self, at: task &+ UInt64(R.taskRunnableAt)))
+            if let d = R.taskDSQ, let idOff = R.dsqID {
+                let dsq = try space.readPointer(at: task &+ UInt64(d))
+                if dsq != 0 { t.dsqID = try? space.read(UInt64.self, at: dsq &+ UInt64(idOff)) }
+            }
+            out.append(t)
+            node = try space.readPointer(at: node)
+        }
+        return out
     }
 
     private func note(_ problems: inout [String], _ what: String, _ body: () throws(AddressError) -> Void) {

@@ -1,0 +1,83 @@
+import Testing
+@testable import KtstrGuest
+
+@Suite struct AgentParsingTests {
+    @Test func ktstrExitLineWins() throws {
+        let log = """
+            EXIT: scx_bpf_error (ktstr_fault.bpf.c:76: ktstr fault: error after 100 enqueues) on CPU 0
+            KTSTR_EXIT kind=1025 code=0 reason=scx_bpf_error  msg=ktstr_fault.bpf.c:76: ktstr fault: error after 100 enqueues
+            """
+        let e = try #require(ExitInfo.fromKtstrLine(log))
+        #expect(e.kind == "error_bpf" && e.kindValue == 1025 && e.code == 0)
+        #expect(e.reason == "scx_bpf_error")
+        #expect(e.message == "ktstr_fault.bpf.c:76: ktstr fault: error after 100 enqueues")
+        let exit = try #require(ExitInfo.fromKtstrLine("KTSTR_EXIT kind=65 code=7 reason=unregistered from BPF  msg=bye"))
+        #expect(exit.kind == "unreg_bpf" && exit.code == 7 && exit.reason == "unregistered from BPF" && exit.message == "bye")
+        #expect(ExitInfo.fromKtstrLine("KTSTR_EXIT kind=x code=1") == nil)
+        #expect(ExitInfo.fromKtstrLine("") == nil)
+    }
+
+    @Test func ueiLineGivesReasonMessageAndKind() throws {
+        let e = try #require(ExitInfo.fromUEILine("local=3 global=9\nEXIT: runnable task stall (scheduler[100] failed to run for 4.388s) on CPU 1\n"))
+        #expect(e.kind == "error_stall" && e.kindValue == 1026)
+        #expect(e.reason == "runnable task stall")
+        #expect(e.message == "scheduler[100] failed to run for 4.388s")
+        let plain = try #require(ExitInfo.fromUEILine("EXIT: unregistered from user space"))
+        #expect(plain.kind == "unreg" && plain.message.isEmpty)
+        // A message that itself contains parentheses stays whole.
+        let nested = try #require(ExitInfo.fromUEILine("EXIT: scx_bpf_error (f(x) failed (code 3))"))
+        #expect(nested.reason == "scx_bpf_error" && nested.message == "f(x) failed (code 3)")
+        #expect(ExitInfo.fromUEILine("no exit here") == nil)
+    }
+
+    @Test func kernelLogIsTheLastResort() throws {
+        let lines = ["sched_ext: BPF scheduler \"simple\" enabled",
+                     "sched_ext: BPF scheduler \"ktstr_fault\" disabled (runtime error)",
+                     "sched_ext: ktstr_fault: invalid DSQ ID 0x1234"]
+        let e = try #require(ExitInfo.fromKernelLog(lines))
+        #expect(e.kind == "error" && e.kindValue == 1024 && e.message == "invalid DSQ ID 0x1234" && e.source == "kmsg")
+        let unknown = try #require(ExitInfo.fromKernelLog(["sched_ext: BPF scheduler \"x\" disabled (something new)"]))
+        #expect(unknown.kind == "unknown" && unknown.kindValue == -1)
+        #expect(ExitInfo.fromKernelLog(["sched_ext: BPF scheduler \"x"]) == nil)
+    }
+
+    @Test func jsonRoundTripAndRejects() throws {
+        let text = #"{"a":[1,2.5,-3e2,true,false,null],"s":"q\"\\\n\u0041","o":{}}"#
+        let j = try #require(JSON.parse(Array(text.utf8)))
+        #expect(j["s"]?.string == "q\"\\\nA")
+        #expect(j["a"]?.array?.count == 6)
+        #expect(JSON.parse(Array(j.encoded().utf8)) == j)
+        for bad in ["", "{", "[1,]", "{\"a\" 1}", "tru", "\"open", "{} x", String(repeating: "[", count: 100) + String(repeating: "]", count: 100)] {
+            #expect(JSON.parse(Array(bad.utf8)) == nil, "accepted \(bad.prefix(20))")
+        }
+        #expect(JSON.string("\u{1}").encoded() == "\"\\u0001\"")
+    }
+
+    @Test func planDecodeBoundsEverything() throws {
+        let ok = #"{"scheduler":{"path":"/ktstr/bin/scheduler","args":["--error-after","100"],"name":"fault"},"workload":{"kind":"spinners","count":4000,"periodMicros":null,"cgroup":null},"durationMillis":-5,"kallsyms":["scx_root"],"attachTimeoutMillis":5000}"#
+        guard case let .success(p) = Plan.decode(Array(ok.utf8)) else { Issue.record("rejected"); return }
+        #expect(p.scheduler?.args == ["--error-after", "100"])
+        #expect(p.workload.count == 256)
+        #expect(p.durationMillis == 0)
+        #expect(p.deadlineMillis == 0 + 5000 + 60_000)
+        let noSched = #"{"scheduler":null,"workload":{"kind":"idle","count":0},"durationMillis":10,"kallsyms":[],"attachTimeoutMillis":1}"#
+        guard case let .success(q) = Plan.decode(Array(noSched.utf8)) else { Issue.record("rejected"); return }
+        #expect(q.scheduler == nil && q.attachTimeoutMillis == 100)
+        for bad in [#"{"workload":{"kind":"dance"}}"#, #"{"workload":{"kind":"spinners","cgroup":"../../x"}}"#,
+                    #"{"scheduler":{"args":[]}}"#, "nope"] {
+            if case .success = Plan.decode(Array(bad.utf8)) { Issue.record("accepted \(bad)") }
+        }
+    }
+
+    @Test func kallsymsLineMatching() {
+        let text = "ffffffff83d5f4e0 B scx_root\nffffffff83d5f4e8 b scx_root_x\nffffffffc0001000 t scx_root\t[mod]\n"
+        let b = Array(text.utf8)
+        var found: [Int: String] = [:]
+        var start = 0
+        for (i, c) in b.enumerated() where c == 0x0A {
+            Kallsyms.match(b, start, i, [Array("scx_root".utf8)], &found)
+            start = i + 1
+        }
+        #expect(found == [0: "ffffffff83d5f4e0"])
+    }
+}
