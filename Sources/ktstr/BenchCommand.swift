@@ -5,35 +5,82 @@ import KtstrVMM
 /// (create VM → "hello" on COM1 → shutdown → teardown of fds, mappings and threads).
 struct BenchCommand: CLICommand {
     let name = "bench"
-    let summary = "time VMM lifecycles (bench tiny: tiny guest create → hello → shutdown → teardown)"
+    let summary = "time the KVM VMM: tiny-guest lifecycle, freeze rendezvous"
     let help = """
         USAGE: ktstr bench tiny [--iterations N] [--json]
+               ktstr bench freeze [--vcpus N] [--iterations N] [--json]
+               ktstr bench exits [--iterations N] [--json]
 
-        Boots N tiny guests one after another (default 20) and prints min/median/p90 of
-        the whole lifecycle, in milliseconds.
+        tiny    boots N tiny guests one after another (default 20) and times the whole
+                lifecycle: create VM → "hello" on COM1 → shutdown → teardown.
+        freeze  runs one guest whose vCPUs spin (default 4) and times N freeze calls
+                (kick → drain → registers captured → all parked), thawing in between.
+        exits   N runs of a guest doing 10000 port writes to an empty port; reports the
+                time per exit (KVM_EXIT_IO round trip through the dispatch) in microseconds.
+        Prints min/median/p90/max in milliseconds (exits: microseconds).
 
         OPTIONS:
-          --iterations N   runs to time (1...10000)
+          --iterations N   samples (1...10000)
+          --vcpus N        vCPUs for `freeze` (1...64)
           --json           one JSON object on stdout instead of text
         """
 
     struct Report: Codable {
         var benchmark: String
         var iterations: Int
-        var minMillis: Double
-        var medianMillis: Double
-        var p90Millis: Double
-        var maxMillis: Double
+        /// "ms" (tiny, freeze) or "us" (exits).
+        var unit: String
+        var min: Double
+        var median: Double
+        var p90: Double
+        var max: Double
     }
 
     func run(_ args: inout Arguments) async throws -> Int32 {
         let iterations = try args.intOption("iterations") ?? 20
+        let vcpus = try args.intOption("vcpus") ?? 4
         let json = args.flag("json")
-        guard let what = args.positional() else { throw CLIError("say what to bench: `ktstr bench tiny`", status: 2) }
+        guard let what = args.positional() else { throw CLIError("say what to bench: `ktstr bench tiny` or `ktstr bench freeze`", status: 2) }
         try args.finish()
-        guard what == "tiny" else { throw CLIError("unknown benchmark '\(what)' (known: tiny)", status: 2) }
         guard (1...10_000).contains(iterations) else { throw CLIError("--iterations must be 1...10000", status: 2) }
+        var samples: [Double]
+        let title: String
+        switch what {
+        case "tiny":
+            samples = try tiny(iterations)
+            title = "tiny guest lifecycle (create VM → hello on COM1 → shutdown → teardown), \(iterations) runs"
+        case "freeze":
+            guard (1...64).contains(vcpus) else { throw CLIError("--vcpus must be 1...64", status: 2) }
+            samples = try freeze(iterations, vcpus: vcpus)
+            title = "freeze of \(vcpus) spinning vCPUs (kick → drain → registers → parked), \(iterations) freezes"
+        case "exits":
+            samples = try exits(iterations)
+            title = "port-I/O exit round trip (µs per exit, 10000 exits per run), \(iterations) runs"
+        default:
+            throw CLIError("unknown benchmark '\(what)' (known: tiny, freeze, exits)", status: 2)
+        }
+        samples.sort()
+        func pct(_ p: Double) -> Double { samples[min(samples.count - 1, Int((p * Double(samples.count - 1)).rounded()))] }
+        let report = Report(benchmark: what, iterations: iterations, unit: what == "exits" ? "us" : "ms",
+                            min: samples[0], median: pct(0.5), p90: pct(0.9), max: samples[samples.count - 1])
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            print(String(decoding: try enc.encode(report), as: UTF8.self))
+        } else {
+            let unit = what == "exits" ? "µs" : "ms"
+            func f(_ v: Double) -> String { String(format: "%.2f \(unit)", v) }
+            print("\(title):")
+            print("  min \(f(report.min))  median \(f(report.median))  p90 \(f(report.p90))  max \(f(report.max))")
+        }
+        return 0
+    }
 
+    private func millis(_ d: Duration) -> Double {
+        Double(d.components.seconds) * 1e3 + Double(d.components.attoseconds) / 1e15
+    }
+
+    private func tiny(_ iterations: Int) throws -> [Double] {
         var samples: [Double] = []
         let clock = ContinuousClock()
         for i in 0..<iterations {
@@ -49,21 +96,57 @@ struct BenchCommand: CLICommand {
             guard result.exit == .shutdown, result.console == "hello\n" else {
                 throw CLIError("run \(i + 1): tiny guest ended with \(result.exit) and console \(result.console.debugDescription)")
             }
-            samples.append(Double(took.components.seconds) * 1e3 + Double(took.components.attoseconds) / 1e15)
+            samples.append(millis(took))
         }
-        samples.sort()
-        func pct(_ p: Double) -> Double { samples[min(samples.count - 1, Int((p * Double(samples.count - 1)).rounded()))] }
-        let report = Report(benchmark: "tiny", iterations: iterations, minMillis: samples[0],
-                            medianMillis: pct(0.5), p90Millis: pct(0.9), maxMillis: samples[samples.count - 1])
-        if json {
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.sortedKeys]
-            print(String(decoding: try enc.encode(report), as: UTF8.self))
-        } else {
-            func f(_ v: Double) -> String { String(format: "%.2f ms", v) }
-            print("tiny guest lifecycle (create VM → hello on COM1 → shutdown → teardown), \(iterations) runs:")
-            print("  min \(f(report.minMillis))  median \(f(report.medianMillis))  p90 \(f(report.p90Millis))  max \(f(report.maxMillis))")
+        return samples
+    }
+
+    private func exits(_ iterations: Int) throws -> [Double] {
+        let n: UInt32 = 10_000
+        var samples: [Double] = []
+        for _ in 0..<iterations {
+            do {
+                let m = try TinyGuestMachine(payload: TinyGuestPayloads.portWrites(n), mode: .long, log: .silent)
+                let clock = ContinuousClock()
+                let t0 = clock.now
+                try m.start()
+                let exit = m.wait(timeout: .seconds(60))
+                let took = clock.now - t0
+                guard exit == .shutdown else { throw CLIError("exit benchmark guest ended with \(exit)") }
+                samples.append(millis(took) * 1000 / Double(n)) // µs per exit
+            } catch let e as CLIError {
+                throw e
+            } catch {
+                throw CLIError("\(error)")
+            }
         }
-        return 0
+        return samples
+    }
+
+    private func freeze(_ iterations: Int, vcpus: Int) throws -> [Double] {
+        do {
+            let m = try TinyGuestMachine(payload: TinyGuestPayloads.counterLoop, mode: .long, vcpus: vcpus, log: .silent)
+            try m.start()
+            defer { m.kill(); _ = m.wait(timeout: .seconds(5)) }
+            let clock = ContinuousClock()
+            let ready = clock.now + .seconds(5)
+            while try (0..<vcpus).contains(where: { try m.counter(of: $0) == 0 }) {
+                guard clock.now < ready else { throw CLIError("vCPUs did not start spinning within 5 s") }
+                Thread.sleep(forTimeInterval: 0.001)
+            }
+            var samples: [Double] = []
+            for _ in 0..<iterations {
+                let t0 = clock.now
+                _ = try m.freeze(timeout: .seconds(2))
+                samples.append(millis(clock.now - t0))
+                try m.thaw()
+                Thread.sleep(forTimeInterval: 0.005) // let them run between samples
+            }
+            return samples
+        } catch let e as CLIError {
+            throw e
+        } catch {
+            throw CLIError("\(error)")
+        }
     }
 }

@@ -68,7 +68,8 @@ struct BootCommand: CLICommand {
         let console = ConsoleRecorder(forward: { stdout.write(Data($0)) })
         let config = KVMMachineConfiguration(kernel: kernel, initrd: initrd, commandLineExtra: extra, topology: topology,
                                              memoryMiB: memory, console: console.sink, cpuidMask: mask)
-        let machine = try KVMMachine(config)
+        let machine: KVMMachine
+        do { machine = try KVMMachine(config) } catch let e as KernelImageError { throw CLIError("\(kernel): \(e)") }
         Progress.step("booting \(kernel) on KVM: \(topology.vcpuCount) vCPU (\(topology)), \(memory) MiB, cpuid mask \(machine.cpuidMask.name)")
         try machine.start()
         let outcome = await Self.supervise(machine: machine, console: console, until: until, timeout: .seconds(timeout))
@@ -129,9 +130,11 @@ struct BootCommand: CLICommand {
         case let .ended(exit, detail):
             let why: String = switch exit {
             case .timeout: "timed out after \(timeout) s" + (until.map { " waiting for \"\($0)\"" } ?? "")
+            case let .fatal(why) where detail == nil || detail == why: "fatal: \(why)"
             default: "\(exit)" + (detail.map { " (\($0))" } ?? "")
             }
-            FileHandle.standardError.write(Data("ktstr boot: \(why)\n--- console tail ---\n\(console.tail())\n---\n".utf8))
+            let tail = console.tail()
+            FileHandle.standardError.write(Data("ktstr boot: \(why)\n--- console tail ---\n\(tail.isEmpty ? "(no console output)" : tail)\n---\n".utf8))
             return 1
         }
     }

@@ -19,6 +19,7 @@ struct KernelCommand: CLICommand {
         switch args.positional() {
         case "fetch":
             try args.finish()
+            InterruptForwarding.install()
             let kernel = try Provisioning.fetchDefaultKernel(progress: { Progress.step($0) })
             print(kernel.image)
             return 0

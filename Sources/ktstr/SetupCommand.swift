@@ -23,6 +23,7 @@ struct SetupCommand: CLICommand {
         let json = args.flag("json")
         let skipAgent = args.flag("skip-agent")
         try args.finish()
+        InterruptForwarding.install()
         let report = Provisioning.setup(
             SetupOptions(skipAgent: skipAgent),
             progress: { Progress.step($0) },
@@ -64,5 +65,26 @@ struct SetupCommand: CLICommand {
         var seconds: Double
         var steps: [SetupStep]
         init(_ r: SetupReport) { ok = r.ok; cacheDirectory = r.cacheDirectory; seconds = r.seconds; steps = r.steps }
+    }
+}
+
+/// Provisioning commands run in their own process groups; on SIGINT/SIGTERM stop them and
+/// exit 130, so an interrupted `ktstr setup` leaves no apt-get/make/tar running. (Everything
+/// provisioning writes appears by rename, so the next run picks up where this one stopped.)
+enum InterruptForwarding {
+    nonisolated(unsafe) static var sources: [DispatchSourceSignal] = []
+
+    static func install() {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                ProvisioningShell.terminateRunningCommands()
+                FileHandle.standardError.write(Data("\nktstr: interrupted\n".utf8))
+                exit(130)
+            }
+            source.resume()
+            sources.append(source)
+        }
     }
 }

@@ -28,15 +28,9 @@ import Testing
         #expect(Self.sum(b[0..<36]) == 0)
         #expect(b[15] == 2)
         let t = try Self.tables(b, base: base)
-        #expect(Set(t.keys) == ["XSDT", "FACP", "APIC"])
+        // No FADT on purpose (it would take the legacy PIC away from the 8250 IRQs).
+        #expect(Set(t.keys) == ["XSDT", "APIC"])
         for (name, table) in t { #expect(Self.sum(table) == 0, "\(name) checksum") }
-        let fadt = try #require(t["FACP"])
-        #expect(fadt.count == 276)
-        let flags = try #require(Array(fadt).le(UInt32.self, at: 112))
-        #expect(flags & (1 << 20) != 0)
-        let dsdt = Int(try #require(Array(fadt).le(UInt64.self, at: 140)) - base)
-        #expect(Array(b[dsdt..<dsdt + 4]) == Array("DSDT".utf8))
-        #expect(Self.sum(b[dsdt..<dsdt + 36]) == 0)
         // MADT: one enabled LAPIC entry per vCPU with its APIC id, then the IOAPIC.
         let madt = Array(try #require(t["APIC"]))
         #expect(madt.le(UInt32.self, at: 36) == 0xfee0_0000)

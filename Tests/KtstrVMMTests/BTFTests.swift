@@ -155,6 +155,7 @@ struct BTFBuilder {
         #expect(try btf.field("comm", in: "task_struct").size == 16)
         #expect(try btf.offset(of: "value", in: "bpf_array") > 0)
         #expect(try btf.offset(of: "idr_rt.xa_head", in: "idr") >= 0)
+        #expect(btf.enumerators(withPrefix: "SCX_EFLAG_").contains { $0.name == "SCX_EFLAG_INITIALIZED" && $0.value == 1 })
         // Everything the monitor reads resolves on the real kernel.
         let layout = try ScxLayout(btf: btf)
         #expect(layout.perCPU != nil, "\(layout.perCPUProblem ?? "")")

@@ -33,6 +33,7 @@ func sampleSupported(amd: Bool = false) -> [CPUIDEntry] {
             CPUIDEntry(function: 0x8000_001d, index: 1, flags: si, eax: 0x143 | 0x1 << 14),
             CPUIDEntry(function: 0x8000_001d, index: 2, flags: si, eax: 0x163 | 0xf << 14),
             CPUIDEntry(function: 0x8000_001e, eax: 5, ebx: 0x102, ecx: 0x3),
+            CPUIDEntry(function: 0x8000_0026, index: 0, flags: si, eax: 1, ebx: 2, ecx: 0x100, edx: 5),
         ]
     }
     return t
@@ -110,6 +111,8 @@ extension [CPUIDEntry] {
         #expect(e.ebx & 0xff == 6) // core 2 of LLC 1
         #expect(e.ecx & 0xff == 1)
         #expect(t.leaf(0x8000_0008).map { $0.ecx & 0xff } == 15)
+        // The host's 0x80000026 would override 0xB in Linux: emptied.
+        #expect(t.leaf(0x8000_0026).map { $0.ebx | $0.ecx } == 0)
     }
 
     @Test func singleCPUHasNoHTT() throws {

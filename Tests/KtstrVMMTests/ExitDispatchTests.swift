@@ -174,6 +174,18 @@ final class RecordingDevice: PortIODevice, MMIODevice {
         #expect(fatal(KVM_EXIT_DEBUG).contains("KVM_EXIT_DEBUG"))
     }
 
+    @Test func emulationFailureNamesTheInstructionBytes() {
+        // What this host's KVM reported for an INT3 it could not emulate.
+        let data: [UInt64] = [0x1, 0xfeeb_cc0f, 0x0, 0x1000]
+        let bytes = ExitDispatch.emulationFailureBytes(suberror: UInt32(KVM_INTERNAL_ERROR_EMULATION), data: data)
+        #expect(bytes?.prefix(3) == [0xcc, 0xeb, 0xfe])
+        #expect(bytes?.count == 15)
+        #expect(ExitDispatch.emulationFailureBytes(suberror: UInt32(KVM_INTERNAL_ERROR_EMULATION), data: [0, 0xff, 0]) == nil)
+        #expect(ExitDispatch.emulationFailureBytes(suberror: UInt32(KVM_INTERNAL_ERROR_EMULATION), data: [1]) == nil)
+        // A size byte above 15 is clamped, never trusted.
+        #expect(ExitDispatch.emulationFailureBytes(suberror: 1, data: [1, 0xff, 0])?.count == 15)
+    }
+
     @Test func busRejectsOverlapsAndWraps() throws {
         var bus = DeviceBus()
         let dev = RecordingDevice()

@@ -26,13 +26,34 @@ import Testing
         #expect(m.freezes.withLock { $0 } == 1 && m.thaws.withLock { $0 } == 1)
         #expect(d.message == "ktstr-fault: error after 100 enqueues")
         #expect(d.backtrace.prefix(3).map(\.symbol) == ["fn7+0x42", "fn3+0x10", "fn0+0x5"])
-        #expect(d.backtrace[3].symbol == nil) // module/BPF space: outside the kernel's tables
-        #expect(d.symbolSource == "guest kallsyms tables")
+        // BPF program text is not in the kernel's tables: named from the bpf_kallsyms list.
+        #expect(d.backtrace[3].symbol == "bpf_prog_85d36b8df8c38d15_fault_enqueue+0x234")
+        #expect(d.symbolSource == "guest kallsyms tables + bpf_kallsyms (BPF programs)")
         #expect(d.map(named: "fault_bpf.bss")?.variable("nr_enqueued")?.integer == 4242)
         #expect(d.cpus.count == 2)
+        #expect(d.flags == 3 && d.flagNames == ["INITIALIZED"])
         let t = try #require(d.timing)
         #expect(t.detectedBy == "poll" && t.triggerToFrozenMillis >= 0 && t.totalMillis >= t.triggerToFrozenMillis)
         #expect(d.problems.isEmpty, "\(d.problems)")
+    }
+
+    @Test func watchpointArmsOnExitKindAndWakesTheMonitor() throws {
+        let g = try SyntheticGuest(exitKind: 0)
+        let m = WatchingFakeMachine(g.memory)
+        var o = Self.fastOptions()
+        o.pollInterval = .seconds(30) // only the watchpoint can wake it in time
+        let mon = FailureMonitor(log: .silent, options: o)
+        mon.start(machine: m, kallsyms: g.symbols, vmlinux: nil)
+        let deadline = Date().addingTimeInterval(10)
+        while m.armed.withLock({ $0.isEmpty }), Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
+        let a = try #require(m.armed.withLock { $0.first })
+        #expect(a.gpa == g.schedGPA + UInt64(g.exitKindOffset))
+        #expect(a.kva == SyntheticGuest.dm(a.gpa))
+        try g.setExitKind(1026)
+        m.trigger.withLock { $0 }?(1026)
+        while mon.currentDump == nil, Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
+        let d = try #require(mon.finish())
+        #expect(d.timing?.detectedBy == "watchpoint" && d.kind == .errorStall)
     }
 
     @Test func healthyRunsAndCleanExitsGiveNoDump() throws {
@@ -42,6 +63,8 @@ import Testing
         mon.start(machine: m, kallsyms: g.symbols, vmlinux: nil)
         Thread.sleep(forTimeInterval: 0.05)
         try g.setExitKind(1) // SCX_EXIT_DONE: not a failure
+        Thread.sleep(forTimeInterval: 0.05)
+        try g.setExitKind(0x7FFF_0000) // garbage the kernel's enum does not name: not a failure either
         Thread.sleep(forTimeInterval: 0.05)
         #expect(mon.finish() == nil)
         #expect(m.freezes.withLock { $0 } == 0)

@@ -28,4 +28,18 @@ import Testing
         let b = withUnsafeBytes(of: v) { d.write(offset: 0, from: $0) }
         #expect(b == .none)
     }
+
+    @Test func busRegistersOnlyTheTwoControllerPorts() throws {
+        var bus = DeviceBus()
+        try bus.addI8042()
+        #expect(bus.portDevice(at: 0x60) != nil)
+        #expect(bus.portDevice(at: 0x64) != nil)
+        #expect(bus.portDevice(at: 0x61) == nil) // NMI status / speaker: not ours
+        let v: UInt8 = 0xfe
+        guard let (dev, off) = bus.portDevice(at: 0x64) else { return }
+        let a = withUnsafeBytes(of: v) { dev.write(offset: off, from: $0) }
+        guard case .shutdown = a else { Issue.record("0xFE to 0x64 must reset, got \(a)"); return }
+        guard let (data, doff) = bus.portDevice(at: 0x60) else { return }
+        #expect(withUnsafeBytes(of: v) { data.write(offset: doff, from: $0) } == .none)
+    }
 }

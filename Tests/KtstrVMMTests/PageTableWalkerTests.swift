@@ -62,6 +62,20 @@ import Testing
         #expect(throws: AddressError.self) { try bad.translate(base) }
     }
 
+    @Test func fiveLevelWalk() throws {
+        let mem = try GuestMemory.anonymous(layout: [(0, 1 << 24)])
+        let va: UInt64 = 0xFF11_0000_1234_5678 // the 5-level direct map region
+        func idx5(_ l: Int) -> UInt64 { (va >> UInt64(12 + 9 * (l - 1))) & 0x1FF }
+        try Self.put(mem, 0x1000, idx5(5), 0x2000 | 3)
+        try Self.put(mem, 0x2000, idx5(4), 0x3000 | 3)
+        try Self.put(mem, 0x3000, idx5(3), 0x4000 | 3)
+        try Self.put(mem, 0x4000, idx5(2), 0x0040_0000 | 0x83) // 2 MiB page at 4 MiB
+        let w = PageTableWalker(memory: mem, cr3: 0x1000, fiveLevel: true)
+        #expect(try w.translate(va) == 0x0040_0000 | (va & 0x1F_FFFF))
+        // The same tables read as 4-level: that address is not even canonical.
+        #expect(throws: AddressError.nonCanonical(va)) { try PageTableWalker(memory: mem, cr3: 0x1000, fiveLevel: false).translate(va) }
+    }
+
     @Test func selfReferencingTablesEndInBoundedSteps() throws {
         let mem = try GuestMemory.anonymous(layout: [(0, 1 << 20)])
         // Every entry of the table at 0x1000 points back at itself.

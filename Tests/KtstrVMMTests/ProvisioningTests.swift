@@ -221,3 +221,80 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: Provisioning.packageRoot + "/Schedulers/Makefile"))
     }
 }
+
+@Suite struct ProvisioningShellTests {
+    let shell = ProvisioningShell(log: .silent)
+
+    @Test func statusAndOutputTail() throws {
+        let ok = try shell.run(["sh", "-c", "echo one; echo two >&2"], timeout: 10)
+        #expect(ok.status == 0)
+        #expect(ok.tail == "one\ntwo")
+        #expect(try shell.run(["sh", "-c", "exit 3"], timeout: 10).status == 3)
+        #expect(throws: ProvisioningError.self) { try shell.check(["false"], timeout: 10, fix: "none") }
+    }
+
+    @Test func aMissingToolSaysSo() {
+        #expect(throws: ProvisioningError.self) { try shell.run(["ktstr-no-such-tool-xyz"], timeout: 10) }
+    }
+
+    @Test func runsPastTheLimitAreStoppedBySIGTERM() throws {
+        let start = Date()
+        #expect(throws: ProvisioningError.self) { try shell.run(["sleep", "30"], timeout: 0.3) }
+        // Well under the 5 s grace before SIGKILL: SIGTERM reached the child.
+        #expect(Date().timeIntervalSince(start) < 3)
+    }
+
+    @Test func childrenStartWithNoBlockedSignalsInTheGivenDirectory() throws {
+        let r = try shell.run(["sh", "-c", "pwd; grep SigBlk /proc/self/status"], cwd: "/tmp", timeout: 10)
+        #expect(r.tail == "/tmp\nSigBlk:\t0000000000000000")
+    }
+
+    @Test(.enabled(if: ProvisioningShell.which("dpkg-query") != nil, "dpkg-query is not installed (not a Debian host)"))
+    func dpkgReportsAnUnknownPackageAsMissing() throws {
+        let missing = try Provisioning.missingPackages(["dpkg", "ktstr-no-such-package"], shell: shell)
+        #expect(missing == ["ktstr-no-such-package"])
+    }
+}
+
+@Suite struct CustomSchedulerTests {
+    @Test func stemIsTheOnlyBPFSourceOrTheGivenName() throws {
+        let dir = try ProvisioningFiles.scratchDirectory(in: NSTemporaryDirectory(), prefix: "ktstr-custom-test")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(throws: ProvisioningError.self) { try Provisioning.schedulerStem(in: dir, name: nil) }
+        for f in ["scx_a.bpf.c", "scx_a.c"] { try ProvisioningFiles.writeAtomically(Data(), to: dir + "/" + f) }
+        #expect(try Provisioning.schedulerStem(in: dir, name: nil) == "scx_a")
+        try ProvisioningFiles.writeAtomically(Data(), to: dir + "/scx_b.bpf.c")
+        #expect(throws: ProvisioningError.self) { try Provisioning.schedulerStem(in: dir, name: nil) }
+        #expect(try Provisioning.schedulerStem(in: dir, name: "scx_a") == "scx_a")
+        // scx_b has no loader.
+        #expect(throws: ProvisioningError.self) { try Provisioning.schedulerStem(in: dir, name: "scx_b") }
+        #expect(Provisioning.pathHash("/a") != Provisioning.pathHash("/b"))
+    }
+}
+
+extension CustomSchedulerTests {
+    static var kernelSources: String {
+        Provisioning.cacheDirectory + "/src/linux-\(Provisioning.majorMinor(Provisioning.defaultKernelVersion))/tools/sched_ext"
+    }
+    static var setupDone: Bool {
+        (try? Provisioning.scheduler("fault")) != nil && FileManager.default.fileExists(atPath: kernelSources + "/scx_cpu0.bpf.c")
+    }
+
+    /// Builds the kernel's scx_cpu0 from a copy, as a downstream repository's scheduler.
+    @Test(.enabled(if: setupDone, "needs `swift run ktstr setup` (built schedulers and sources)"))
+    func buildsADownstreamSchedulerWithTheSharedToolchain() throws {
+        // A fixed directory: same path, same cache entry, so reruns are cached.
+        let dir = NSTemporaryDirectory() + "/ktstr-custom-sched-test"
+        try? FileManager.default.removeItem(atPath: dir)
+        try ProvisioningFiles.makeDirectory(dir)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for f in ["scx_cpu0.bpf.c", "scx_cpu0.c"] {
+            try FileManager.default.copyItem(atPath: Self.kernelSources + "/" + f, toPath: dir + "/" + f)
+        }
+        let binary = try Provisioning.buildScheduler(sourceDirectory: dir, log: .silent)
+        #expect(binary.hasSuffix("/scx_cpu0"))
+        #expect(access(binary, X_OK) == 0)
+        // Second call: cached, same path.
+        #expect(try Provisioning.buildScheduler(sourceDirectory: dir, log: .silent) == binary)
+    }
+}

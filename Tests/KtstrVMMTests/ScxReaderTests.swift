@@ -17,6 +17,23 @@ import Testing
         #expect(ctx.layout.kindName(1026) == .errorStall)
     }
 
+    @Test func contextFailuresAreTypedAndTheVmlinuxIsTheFallback() throws {
+        let g = try SyntheticGuest()
+        var noPhys = g.symbols; noPhys["phys_base"] = nil
+        #expect(throws: MonitorError.self) { try KernelContext.resolve(memory: g.memory, symbols: noPhys, vmlinux: nil, log: .silent) }
+        // Break the guest's BTF magic: without a vmlinux there is no BTF at all...
+        let btfGPA = SyntheticGuest.gpa(g.symbols["__start_BTF"]!)
+        try g.memory.write(UInt16(0x1234), at: btfGPA)
+        var noBTFSym = g.symbols; noBTFSym["__start_BTF"] = nil // (phys_base validation uses it)
+        let r = Result { () throws(MonitorError) in try KernelContext.resolve(memory: g.memory, symbols: noBTFSym, vmlinux: nil, log: .silent) }
+        if case let .failure(e) = r { #expect(e.description.contains("no kernel BTF")) } else { Issue.record("resolved without any BTF") }
+        // ...and with the real vmlinux, its .BTF is used instead.
+        if FileManager.default.fileExists(atPath: BTFTests.vmlinux) {
+            let ctx = try KernelContext.resolve(memory: g.memory, symbols: noBTFSym, vmlinux: BTFTests.vmlinux, log: .silent)
+            #expect(ctx.btfSource.contains("vmlinux"))
+        }
+    }
+
     @Test func exitInfoIsReadThroughBTFOffsets() throws {
         let g = try SyntheticGuest(exitKind: 1025)
         let ctx = try Self.context(g)
@@ -51,6 +68,7 @@ import Testing
         #expect(bss.variable("nr_enqueued")?.integer == 4242)
         #expect(bss.variable("error_after")?.integer == -100)   // signed, through a volatile
         #expect(bss.variable("stall")?.value == "1")
+        #expect(bss.variable("tag")?.value == "\"ok\"") // char arrays as text
     }
 
     @Test func corruptPointersBecomeProblemsNotCrashes() throws {
@@ -79,6 +97,11 @@ import Testing
         var d3 = FailureDump(kind: .errorBPF, kindValue: 1025)
         BPFMapReader(space: ctx.space, layout: try #require(ctx.layout.maps)).readAll(idr: g.symbols["map_idr"]!, into: &d3)
         #expect(d3.maps.isEmpty)
+        // A bpf_kallsyms node linked to itself: the walk stops at its bound.
+        let lnode = UInt64(try ctx.btf.offset(of: "lnode", in: "bpf_ksym"))
+        try g.memory.write(SyntheticGuest.dm(0x12_5000 + lnode), at: 0x12_5000 + lnode)
+        let bpf = try #require(BPFKallsyms(head: g.symbols["bpf_kallsyms"], btf: ctx.btf, space: ctx.space))
+        #expect(bpf.symbols.count == BPFKallsyms.maxEntries)
     }
 
     @Test func randomGarbageNeverCrashes() throws {

@@ -37,6 +37,7 @@ struct SyntheticGuest {
         let c16 = arr(chr, 16), c128 = arr(chr, 128), c0 = arr(chr, 0), slots = arr(pvoid, 64)
         let ek = b.enumeration("scx_exit_kind", [("SCX_EXIT_NONE", 0), ("SCX_EXIT_DONE", 1), ("SCX_EXIT_ERROR", 1024),
                                                  ("SCX_EXIT_ERROR_BPF", 1025), ("SCX_EXIT_ERROR_STALL", 1026), ("SCX_EXIT_ERROR_RESCUE", 1028)])
+        _ = b.enumeration("scx_exit_flags", [("SCX_EFLAG_INITIALIZED", 1)])
         _ = b.enumeration("bpf_map_type", [("BPF_MAP_TYPE_UNSPEC", 0), ("BPF_MAP_TYPE_HASH", 1), ("BPF_MAP_TYPE_ARRAY", 2)])
         // Deliberately not the real kernel's offsets.
         let ei = b.structure("scx_exit_info", size: 72, members: [
@@ -59,6 +60,8 @@ struct SyntheticGuest {
             ("sha", arr(u8, 8), 0), ("map_type", u32, 64), ("key_size", u32, 96), ("value_size", u32, 128), ("max_entries", u32, 160),
             ("map_flags", u32, 192), ("id", u32, 224), ("btf", pbtf, 256), ("btf_value_type_id", u32, 320), ("name", c16, 384)])
         let anon = b.structure("", size: 0, union: true, members: [("value", c0, 0), ("ptrs", arr(pvoid, 0), 0)])
+        let list = b.structure("list_head", size: 16, members: [("next", pvoid, 0), ("prev", pvoid, 64)])
+        _ = b.structure("bpf_ksym", size: 560, members: [("start", u64, 0), ("end", u64, 64), ("name", arr(chr, 512), 128), ("lnode", list, 528 * 8)])
         _ = b.structure("bpf_array", size: 80, members: [("map", map, 0), ("elem_size", u32, 512), ("index_mask", u32, 544), ("aux", pvoid, 576), ("", anon, 640)])
         return b
     }
@@ -73,7 +76,10 @@ struct SyntheticGuest {
         let vol = b.type("", kind: 9, sizeOrType: i32)
         let v2 = b.type("error_after", kind: 14, sizeOrType: vol, extra: [1])
         let v3 = b.type("stall", kind: 14, sizeOrType: u8, extra: [1])
-        let ds = b.type(".bss", kind: 15, vlen: 3, sizeOrType: 16, extra: [v1, 0, 8, v2, 8, 4, v3, 12, 1])
+        let chr = b.int("char", size: 1, signed: true)
+        let c3 = b.type("", kind: 3, sizeOrType: 0, extra: [chr, i32, 3])
+        let v4 = b.type("tag", kind: 14, sizeOrType: c3, extra: [1])
+        let ds = b.type(".bss", kind: 15, vlen: 4, sizeOrType: 16, extra: [v1, 0, 8, v2, 8, 4, v3, 12, 1, v4, 13, 3])
         return (b.blob(), ds)
     }
 
@@ -150,7 +156,7 @@ struct SyntheticGuest {
         try header(hash, type: 1, id: 7, name: "task_ctx", key: 4, value: 16, max: 1024)
         try header(bss, type: 2, id: 9, name: "fault_bpf.bss", key: 4, value: 16, max: 1)
         let value = try bss + off("value", "bpf_array")
-        try w(UInt64(4242), value); try w(Int32(-100), value + 8); try w(UInt8(1), value + 12)
+        try w(UInt64(4242), value); try w(Int32(-100), value + 8); try w(UInt8(1), value + 12); try mem.write(Array("ok\0".utf8), at: value + 13)
         let (pblob, ds) = Self.programBTF()
         try mem.write(pblob, at: 0x12_4000)
         try w(Self.dm(0x12_4000), 0x12_3000 + off("data", "btf"))
@@ -165,6 +171,14 @@ struct SyntheticGuest {
         try w(UInt64(0x13_2000 | 3), 0x13_1000 + idx(v, 2) * 8)
         try w(UInt64(0x12_1000 | 3), 0x13_2000 + idx(v, 1) * 8)
 
+        // bpf_kallsyms: head at K+0x300 → one bpf_ksym at GPA 0x125000 → back to the head.
+        let ksym: UInt64 = 0x12_5000, lnode = try off("lnode", "bpf_ksym")
+        sym["bpf_kallsyms"] = Self.k + 0x300
+        try w(Self.dm(ksym + lnode), Self.gpa(Self.k + 0x300))
+        try w(Self.k + 0x300, ksym + lnode)
+        try w(UInt64(0xFFFF_FFFF_C000_1000), ksym + off("start", "bpf_ksym"))
+        try w(UInt64(0xFFFF_FFFF_C000_2000), ksym + off("end", "bpf_ksym"))
+        try mem.write(Array("bpf_prog_85d36b8df8c38d15_fault_enqueue".utf8), at: ksym + off("name", "bpf_ksym"))
         let (ks, _) = try KernelSymbolsTests.writeTables(mem, at: Self.k + 0x100_0000)
         sym.merge(ks) { a, _ in a }
         symbols = sym
@@ -177,7 +191,7 @@ struct SyntheticGuest {
 }
 
 /// A Machine over a SyntheticGuest: freeze/thaw are counted; no vCPU runs.
-final class FakeMachine: Machine, @unchecked Sendable {
+class FakeMachine: Machine, @unchecked Sendable {
     let backend = BackendKind.qemuTCG
     let vcpuCount = 2
     let guestMemory: GuestMemory
@@ -194,4 +208,15 @@ final class FakeMachine: Machine, @unchecked Sendable {
     func thaw() throws { thaws.withLock { $0 += 1 } }
     func wait(timeout: Duration) -> MachineExit { .shutdown }
     func kill() {}
+}
+
+/// A FakeMachine with a "hardware" watchpoint the test fires by hand.
+final class WatchingFakeMachine: FakeMachine, ExitKindWatchpoint, @unchecked Sendable {
+    let armed = Mutex<[(kva: UInt64, gpa: UInt64)]>([])
+    let trigger = Mutex<(@Sendable (Int) -> Void)?>(nil)
+    func armExitKindWatchpoint(kva: UInt64, gpa: UInt64, onTrigger: @escaping @Sendable (Int) -> Void) -> Bool {
+        armed.withLock { $0.append((kva, gpa)) }
+        trigger.withLock { $0 = onTrigger }
+        return true
+    }
 }

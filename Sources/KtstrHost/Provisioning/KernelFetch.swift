@@ -38,7 +38,9 @@ extension Provisioning {
     /// its bzImage, and returns both. Idempotent; a cache filled by hand (vmlinuz, maybe
     /// vmlinux, no stamp) is verified and completed instead of downloaded again.
     public static func fetchDefaultKernel(progress: ProvisioningProgress = { _ in }) throws -> KernelArtifacts {
-        try ensureDefaultKernel(shell: ProvisioningShell(), progress: progress).artifacts
+        let lock = try lockCache(progress: progress)
+        defer { close(lock) }
+        return try ensureDefaultKernel(shell: ProvisioningShell(), progress: progress).artifacts
     }
 
     static func ensureDefaultKernel(shell: ProvisioningShell, progress: ProvisioningProgress)

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,6 +15,16 @@ public struct ProvisioningShell: Sendable {
     }
 
     public var log: Log
+
+    /// Process groups of the commands running now (each command leads its own group, so a
+    /// time limit or an interrupt stops make's compilers too, not only make).
+    static let running = Mutex<Set<pid_t>>([])
+
+    /// SIGTERM to every running command's process group. For a CLI's SIGINT/SIGTERM handler:
+    /// the commands are in their own groups, so a terminal's Ctrl-C does not reach them.
+    public static func terminateRunningCommands() {
+        for pgid in running.withLock({ $0 }) { kill(-pgid, SIGTERM) }
+    }
 
     public init(log: Log = .default) { self.log = log }
 
@@ -48,39 +59,46 @@ public struct ProvisioningShell: Sendable {
             try? out.close()
             if logFile == nil { try? FileManager.default.removeItem(atPath: outPath) }
         }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = Array(argv.dropFirst())
-        if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+        var argv = argv
+        argv[0] = exe
+        if let cwd {
+            // No chdir file action in Swift's Glibc view of posix_spawn: let sh change directory.
+            argv = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", cwd] + argv
+        }
         var env = ProcessInfo.processInfo.environment
         env["LC_ALL"] = "C"
         for (k, v) in environment { env[k] = v }
-        p.environment = env
-        p.standardOutput = out
-        p.standardError = out
-        p.standardInput = FileHandle.nullDevice
-        log.debug("provisioning: \(argv.joined(separator: " "))\(cwd.map { " (in \($0))" } ?? "")")
+        log.debug("provisioning: \(argv.joined(separator: " "))")
         let start = Date()
-        do { try p.run() } catch {
-            throw ProvisioningError.failed(step: tool, detail: "cannot start \(exe): \(error)")
-        }
+        let pid = try Self.spawn(argv, environment: env, output: out.fileDescriptor)
+        Self.running.withLock { _ = $0.insert(pid) }
+        defer { Self.running.withLock { _ = $0.remove(pid) } }
         let deadline = start.addingTimeInterval(timeout)
-        while p.isRunning {
+        var status: Int32 = 0
+        while true {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid { break }
+            if r < 0 && errno != EINTR {
+                throw ProvisioningError.failed(step: tool, detail: "waitpid: \(String(cString: strerror(errno)))")
+            }
             if Date() >= deadline {
-                p.terminate()
+                kill(-pid, SIGTERM)
                 let killAt = Date().addingTimeInterval(5)
-                while p.isRunning && Date() < killAt { usleep(50_000) }
-                if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-                p.waitUntilExit()
+                while waitpid(pid, &status, WNOHANG) == 0 {
+                    if Date() >= killAt { kill(-pid, SIGKILL); _ = waitpid(pid, &status, 0); break }
+                    usleep(20_000)
+                }
+                kill(-pid, SIGKILL)  // whatever of the group outlived its leader
                 throw ProvisioningError.failed(
                     step: argv.prefix(3).joined(separator: " "),
                     detail: "no result after \(Int(timeout)) s, stopped it — check the network/mirror; output: \(outPath)")
             }
             usleep(20_000)
         }
-        p.waitUntilExit()
         let seconds = Date().timeIntervalSince(start)
-        return Result(status: p.terminationStatus, tail: Self.tail(ofFile: outPath, lines: tailLines), seconds: seconds)
+        // Exit status, or 128 + signal like a shell.
+        let code: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return Result(status: code, tail: Self.tail(ofFile: outPath, lines: tailLines), seconds: seconds)
     }
 
     /// Like `run`, but a non-zero status is an error naming the command, its output tail
@@ -96,6 +114,46 @@ public struct ProvisioningShell: Sendable {
                                            detail: "exit \(r.status): \(tail)\(where_) — \(fix)")
         }
         return r
+    }
+
+    /// posix_spawn in a new process group with a clean signal state: callers run on Dispatch/cooperative threads
+    /// whose blocked-signal mask a child would otherwise inherit (then SIGTERM never reaches
+    /// it, and `Process.terminate()` does nothing). stdin is /dev/null; stdout and stderr go
+    /// to `output`.
+    static func spawn(_ argv: [String], environment: [String: String], output: Int32) throws -> pid_t {
+        var attr = posix_spawnattr_t()
+        var actions = posix_spawn_file_actions_t()
+        posix_spawnattr_init(&attr)
+        posix_spawn_file_actions_init(&actions)
+        defer {
+            posix_spawnattr_destroy(&attr)
+            posix_spawn_file_actions_destroy(&actions)
+        }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for sig in [SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGPIPE, SIGCHLD] { sigaddset(&defaults, sig) }
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        posix_spawnattr_setpgroup(&attr, 0)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, output, 1)
+        posix_spawn_file_actions_adddup2(&actions, output, 2)
+
+        let cArgs = argv.map { strdup($0) } + [nil]
+        let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            cArgs.forEach { free($0) }
+            cEnv.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, argv[0], &actions, &attr, cArgs, cEnv)
+        guard rc == 0 else {
+            throw ProvisioningError.failed(step: argv[0], detail: "cannot start it: \(String(cString: strerror(rc)))")
+        }
+        return pid
     }
 
     static func tail(ofFile path: String, lines: Int) -> String {

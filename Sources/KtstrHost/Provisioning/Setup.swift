@@ -61,12 +61,15 @@ extension Provisioning {
         }
 
         let lock: Int32
-        do { lock = try lockCache() } catch {
+        do { lock = try lockCache(progress: progress) } catch {
             let s = SetupStep(name: "cache", status: .failed, detail: "\(error)", seconds: 0)
             onStep(s)
             return SetupReport(cacheDirectory: cacheDirectory, steps: [s], seconds: 0)
         }
-        defer { close(lock) }
+        defer {
+            try? FileManager.default.removeItem(atPath: scratchParent)
+            close(lock)
+        }
 
         step("packages") {
             let r = try ensureSystemPackages(shell: shell, progress: progress)
@@ -74,18 +77,18 @@ extension Provisioning {
             return r
         }
         var kernel: KernelArtifacts?
-        step("kernel", needs: ["packages"]) {
+        step("kernel") {
             let r = try ensureDefaultKernel(shell: shell, progress: progress)
             kernel = r.artifacts
             return (r.outcome, r.detail)
         }
         var sources: String?
-        step("sources", needs: ["packages"]) {
+        step("sources") {
             let r = try ensureSchedulerSources(kernelVersion: defaultKernelVersion, shell: shell, progress: progress)
             sources = r.0
             return (r.1, r.2)
         }
-        step("schedulers", needs: ["packages", "kernel", "sources"]) {
+        step("schedulers", needs: ["kernel", "sources"]) {
             guard let kernel, let sources else { throw ProvisioningError.failed(step: "schedulers", detail: "internal: no kernel or sources") }
             return try buildSchedulers(kernel: kernel, sources: sources, shell: shell, progress: progress)
         }
@@ -99,18 +102,24 @@ extension Provisioning {
         return SetupReport(cacheDirectory: cacheDirectory, steps: steps, seconds: Date().timeIntervalSince(start))
     }
 
-    /// One `ktstr setup` at a time per cache (flock on `<cache>/.lock`; released on exit).
-    static func lockCache() throws -> Int32 {
+    /// One provisioning run at a time per cache (flock on `<cache>/.lock`; released when the
+    /// descriptor closes or the process dies). Holding it, scratch directories that an
+    /// interrupted run left in `<cache>/tmp` are removed. Not re-entrant: take it once.
+    static func lockCache(progress: ProvisioningProgress = { _ in }) throws -> Int32 {
         try ProvisioningFiles.makeDirectory(cacheDirectory)
         let path = cacheDirectory + "/.lock"
         let fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             throw ProvisioningError.failed(step: "lock \(path)", detail: "\(String(cString: strerror(errno))) — set KTSTR_CACHE_DIR to a writable directory")
         }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            progress("waiting for another ktstr provisioning run to finish (lock \(path))")
+        }
         guard flock(fd, LOCK_EX) == 0 else {
             close(fd)
             throw ProvisioningError.failed(step: "lock \(path)", detail: String(cString: strerror(errno)))
         }
+        try? FileManager.default.removeItem(atPath: scratchParent)
         return fd
     }
 }

@@ -48,6 +48,7 @@ public enum SchedulerRun {
         try Task.checkCancellation()
 
         let monitor = FailureMonitor(log: log)
+        monitor.prepare(vmlinux: kernel.vmlinux) // parse BTF during the boot, not at hello
         let monitorQueue = DispatchQueue(label: "ktstr.monitor")
         let machineBox = MachineBox()
         let collector = RunCollector(log: log) { syms in

@@ -69,24 +69,63 @@ public final class SerialPortDevice: PortIODevice {
     }
 }
 
-/// The i8042 on ports 0x60 and 0x64 (register it with `ports: 0x60, count: 5`).
+/// The i8042 on the port bus. Register it with `DeviceBus.addI8042()` (ports 0x60 and 0x64
+/// only): ports 0x61-0x63 in between are the NMI-status/speaker port and friends, which a
+/// guest polls during PIT calibration and must not read as the keyboard controller.
+/// `base` is the port the registration starts at (offsets are relative to it).
 public final class I8042Device: PortIODevice {
     private let state = Mutex(I8042())
+    public let base: UInt16
 
-    public init() {}
+    public init(base: UInt16 = I8042.dataPort) { self.base = base }
 
     public func read(offset: UInt16, into data: UnsafeMutableRawBufferPointer) {
         state.withLock { c in
-            for i in 0..<data.count { data[i] = c.read(port: I8042.dataPort &+ offset &+ UInt16(i)) }
+            for i in 0..<data.count { data[i] = c.read(port: base &+ offset &+ UInt16(i)) }
         }
     }
 
     public func write(offset: UInt16, from data: UnsafeRawBufferPointer) -> DeviceAction {
         guard let first = data.first else { return .none }
-        let action = state.withLock { $0.write(port: I8042.dataPort &+ offset, value: first) }
+        let action = state.withLock { $0.write(port: base &+ offset, value: first) }
         switch action {
         case .none: return .none
         case .reset: return .shutdown("guest reset through the i8042 (0xFE to port 0x64)")
         }
+    }
+}
+
+extension DeviceBus {
+    /// The i8042 at its two ports, 0x60 (data) and 0x64 (status/command).
+    public mutating func addI8042() throws(KVMError) {
+        try add(I8042Device(base: I8042.dataPort), ports: I8042.dataPort, count: 1)
+        try add(I8042Device(base: I8042.commandPort), ports: I8042.commandPort, count: 1)
+    }
+}
+
+/// The CMOS clock on ports 0x70-0x71 (see `CMOSClock`).
+public final class CMOSClockDevice: PortIODevice {
+    private let state: Mutex<CMOSClock>
+
+    public init(clock: CMOSClock = CMOSClock()) { state = Mutex(clock) }
+
+    public func read(offset: UInt16, into data: UnsafeMutableRawBufferPointer) {
+        state.withLock { c in
+            for i in 0..<data.count { data[i] = c.read(port: CMOSClock.indexPort &+ offset &+ UInt16(i)) }
+        }
+    }
+
+    public func write(offset: UInt16, from data: UnsafeRawBufferPointer) -> DeviceAction {
+        state.withLock { c in
+            for i in 0..<data.count { c.write(port: CMOSClock.indexPort &+ offset &+ UInt16(i), value: data[i]) }
+        }
+        return .none
+    }
+}
+
+extension DeviceBus {
+    /// The CMOS RTC at 0x70-0x71.
+    public mutating func addCMOSClock(_ clock: CMOSClock = CMOSClock()) throws(KVMError) {
+        try add(CMOSClockDevice(clock: clock), ports: CMOSClock.indexPort, count: 2)
     }
 }

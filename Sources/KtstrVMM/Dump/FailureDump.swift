@@ -16,6 +16,8 @@ public struct FailureDump: Codable, Sendable {
     public var exitCode: Int64?
     public var exitCPU: Int?
     public var flags: UInt64?
+    /// `flags` decoded with the kernel's `SCX_EFLAG_*` enumerators (`INITIALIZED`).
+    public var flagNames: [String]?
     public var reason: String?
     public var message: String?
     public var backtrace: [BacktraceFrame]
@@ -39,7 +41,7 @@ public struct FailureDump: Codable, Sendable {
 
     // Decoding tolerates dumps written by older code (missing arrays).
     enum CodingKeys: String, CodingKey {
-        case kind, kindValue, registers, problems, schedulerName, exitCode, exitCPU, flags, reason, message,
+        case kind, kindValue, registers, problems, schedulerName, exitCode, exitCPU, flags, flagNames, reason, message,
              backtrace, schedulerDump, schedulerDumpAfterThaw, cpus, maps, timing, symbolSource, btfSource
     }
 
@@ -53,6 +55,7 @@ public struct FailureDump: Codable, Sendable {
         exitCode = try c.decodeIfPresent(Int64.self, forKey: .exitCode)
         exitCPU = try c.decodeIfPresent(Int.self, forKey: .exitCPU)
         flags = try c.decodeIfPresent(UInt64.self, forKey: .flags)
+        flagNames = try c.decodeIfPresent([String].self, forKey: .flagNames)
         reason = try c.decodeIfPresent(String.self, forKey: .reason)
         message = try c.decodeIfPresent(String.self, forKey: .message)
         backtrace = try c.decodeIfPresent([BacktraceFrame].self, forKey: .backtrace) ?? []

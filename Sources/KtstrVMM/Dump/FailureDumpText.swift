@@ -16,7 +16,10 @@ extension FailureDump: CustomStringConvertible {
         var line: [String] = []
         if let exitCode { line.append("exit_code \(exitCode)") }
         if let exitCPU { line.append("exit_cpu \(exitCPU)") }
-        if let flags { line.append("flags \(hex(flags))") }
+        if let flags {
+            let names = (flagNames ?? []).isEmpty ? "" : " (\((flagNames ?? []).joined(separator: "|")))"
+            line.append("flags \(hex(flags))\(names)")
+        }
         if !line.isEmpty { o.append(line.joined(separator: "  ")) }
         if let t = timing {
             o.append(String(format: "timing (%@): trigger→settled %.2f ms, trigger→frozen %.2f ms, frozen→read %.2f ms, total %.2f ms",
@@ -53,7 +56,10 @@ extension FailureDump: CustomStringConvertible {
             o.append("BPF maps:")
             for m in maps {
                 o.append("  [\(m.id)] \(m.name) \(m.type) key=\(m.keySize) value=\(m.valueSize) max_entries=\(m.maxEntries)")
-                for v in m.variables ?? [] { o.append("      \(v.name) = \(v.value)") }
+                for v in m.variables ?? [] {
+                    let shown = v.value.count > 96 ? v.value.prefix(96) + "… (\(v.size) bytes)" : Substring(v.value)
+                    o.append("      \(v.name) = \(shown)")
+                }
                 if m.variables == nil, let bytes = m.contents {
                     for row in stride(from: 0, to: min(bytes.count, 256), by: 16) {
                         let chunk = bytes[row..<min(row + 16, bytes.count)]

@@ -40,6 +40,15 @@ public struct KVMCapability: Hashable, Sendable, CustomStringConvertible {
     public static let adjustClock = KVMCapability(KVM_CAP_ADJUST_CLOCK, "KVM_CAP_ADJUST_CLOCK")
     public static let x86DisableExits = KVMCapability(KVM_CAP_X86_DISABLE_EXITS, "KVM_CAP_X86_DISABLE_EXITS")
 
+    /// Every capability named here (for `ktstr doctor`-style reports).
+    public static let all: [KVMCapability] = [
+        .irqchip, .hlt, .userMemory, .setTSSAddr, .setIdentityMapAddr, .extCPUID, .mpState, .pit2,
+        .pitState2, .setGuestDebug, .vcpuEvents, .debugRegs, .xsave, .xcrs, .tscControl, .getTSCKHz,
+        .irqfd, .ioeventfd, .irqRouting, .signalMSI, .readonlyMem, .immediateExit, .splitIrqchip,
+        .x2apicAPI, .internalErrorData, .nrVCPUs, .maxVCPUs, .maxVCPUID, .nrMemslots, .adjustClock,
+        .x86DisableExits,
+    ]
+
     /// What the VMM core needs on every host (checked by `KVMSystem.requireBasics()`).
     public static let required: [KVMCapability] = [.userMemory, .immediateExit]
 }

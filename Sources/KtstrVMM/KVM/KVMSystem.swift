@@ -41,6 +41,11 @@ public final class KVMSystem: @unchecked Sendable {
 
     public func has(_ cap: KVMCapability) -> Bool { check(cap) > 0 }
 
+    /// KVM_CHECK_EXTENSION for each of `caps` (0 = absent).
+    public func capabilities(_ caps: [KVMCapability] = KVMCapability.all) -> [(capability: KVMCapability, value: Int)] {
+        caps.map { ($0, check($0)) }
+    }
+
     /// Throws naming the first capability in `KVMCapability.required` that is missing.
     public func requireBasics() throws(KVMError) {
         for cap in KVMCapability.required where !has(cap) {

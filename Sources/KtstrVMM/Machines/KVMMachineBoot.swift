@@ -72,8 +72,8 @@ enum KVMLinuxBoot {
         return k
     }
 
-    /// CPUID + LAPIC LINTs for every vCPU; registers, FPU and MSRs for the boot vCPU only (APs
-    /// wait in wait-for-SIPI, which the kernel's INIT/SIPI sequence replaces anyway).
+    /// CPUID, LAPIC LINTs, FPU and MSRs for every vCPU; registers for the boot vCPU only (APs
+    /// wait for the kernel's INIT/SIPI, which sets theirs).
     static func setUpVCPU(_ vcpu: KVMVCPU, index: Int, topology: Topology, supported: [CPUIDEntry], mask: CPUIDMask,
                           entry: UInt64, log: Log) throws {
         let table = CPUID.table(for: index, topology: topology, supported: supported, mask: mask)
@@ -86,6 +86,19 @@ enum KVMLinuxBoot {
             raw.copyBytes(from: regs)
         }
         try vcpu.setLAPIC(lapic)
+
+        // FPU and MSRs on every vCPU (the same TSC write on all keeps KVM's TSC sync happy);
+        // the kernel reprograms them on each AP anyway.
+        var fpu = kvm_fpu()
+        fpu.fcw = EntryState.fcw
+        fpu.mxcsr = EntryState.mxcsr
+        try vcpu.setFPU(fpu)
+        // One at a time: a host that refuses one (PVM, old KVM) should not cost the rest.
+        for msr in BootMSRs.values {
+            do { try vcpu.setMSRs([msr]) } catch {
+                log.debug("vCPU \(index): MSR 0x\(String(msr.index, radix: 16)) not set: \(error)")
+            }
+        }
 
         guard index == 0 else {
             try vcpu.setMPState(UInt32(KVM_MP_STATE_UNINITIALIZED))
@@ -106,17 +119,6 @@ enum KVMLinuxBoot {
         s.cr0 = st.cr0; s.cr3 = st.cr3; s.cr4 = st.cr4; s.efer = st.efer
         try vcpu.setSregs(s)
 
-        var fpu = kvm_fpu()
-        fpu.fcw = EntryState.fcw
-        fpu.mxcsr = EntryState.mxcsr
-        try vcpu.setFPU(fpu)
-
-        // MSRs one at a time: a host that refuses one (PVM, old KVM) should not cost the rest.
-        for msr in BootMSRs.values {
-            do { try vcpu.setMSRs([msr]) } catch {
-                log.debug("vCPU 0: MSR 0x\(String(msr.index, radix: 16)) not set: \(error)")
-            }
-        }
         try vcpu.setMPState(UInt32(KVM_MP_STATE_RUNNABLE))
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Walks `map_idr` (an IDR: an xarray of `struct bpf_map *`) and reads each map's header,
 /// plus the value area of array maps (the scheduler's `.bss`/`.data`/`.rodata` globals),
 /// decoded by name with the map's own BTF when it has one. Everything is bounded: nodes
@@ -101,6 +103,18 @@ public struct BPFMapReader: Sendable {
         return try BTF(bytes: try space.readBytes(at: data, count: size))
     }
 
+    /// A `char[N]` holding printable text up to its NUL, quoted; nil otherwise.
+    static func charArrayText(btf: BTF, type: UInt32, raw: [UInt8]) -> String? {
+        guard let rid = try? btf.resolve(type), let t = btf.type(rid), t.kind == .array,
+              let eid = try? btf.resolve(t.arrayInfo.element), let e = btf.type(eid), e.kind == .int, e.sizeOrType == 1
+        else { return nil }
+        let text = raw.prefix { $0 != 0 }
+        guard !text.isEmpty, text.allSatisfy({ ($0 >= 0x20 && $0 < 0x7F) || $0 == 0x0A || $0 == 0x09 }) else { return nil }
+        let escaped = String(decoding: text, as: UTF8.self).replacingOccurrences(of: "\\", with: "\\\\")
+            .replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+        return "\"" + escaped + "\""
+    }
+
     static func decode(btf: BTF, datasec: UInt32, bytes: [UInt8]) -> [BPFVariable] {
         btf.sectionVariables(datasec).compactMap { v -> BPFVariable? in
             guard v.offset >= 0, v.size >= 0, v.offset <= bytes.count - v.size else { return nil }
@@ -119,6 +133,9 @@ public struct BPFMapReader: Sendable {
                     // Does not fit an Int64: show the unsigned value in hex.
                     return BPFVariable(name: v.name, offset: v.offset, size: v.size, value: "0x" + String(u, radix: 16), integer: nil)
                 }
+            }
+            if integer == nil, let text = Self.charArrayText(btf: btf, type: v.type, raw: raw) {
+                return BPFVariable(name: v.name, offset: v.offset, size: v.size, value: text, integer: nil)
             }
             let value = integer.map { "\($0)" } ?? raw.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
             return BPFVariable(name: v.name, offset: v.offset, size: v.size, value: value, integer: integer)

@@ -94,7 +94,7 @@ public struct BTF: Sendable {
     private let byName: [String: [UInt32]]
 
     public init(bytes: [UInt8]) throws(BTFError) {
-        var r = ByteReader(bytes)
+        let r = ByteReader(bytes)
         guard let magic = r.u16(at: 0) else { throw .truncated(what: "header", offset: 0) }
         guard magic == Self.magic else { throw .badMagic(magic) }
         guard let version = r.u8(at: 2), version == 1 else { throw .badHeader("version is not 1") }
@@ -108,8 +108,12 @@ public struct BTF: Sendable {
         guard typeEnd <= UInt64(bytes.count) else { throw .truncated(what: "type section", offset: Int(clamping: typeEnd)) }
         guard strEnd <= UInt64(bytes.count) else { throw .truncated(what: "string section", offset: Int(clamping: strEnd)) }
         strings = Array(bytes[Int(strStart)..<Int(strEnd)])
-        r = ByteReader(bytes, start: Int(typeStart), end: Int(typeEnd))
-        types = try Self.parseTypes(&r)
+        var parsed: Result<[BTFType], BTFError> = .success([])
+        bytes.withUnsafeBytes { buf in
+            var tr = RawReader(buf: buf, position: Int(typeStart), end: Int(typeEnd))
+            do throws(BTFError) { parsed = .success(try Self.parseTypes(&tr)) } catch { parsed = .failure(error) }
+        }
+        types = try parsed.get()
         var index: [String: [UInt32]] = [:]
         for (id, t) in types.enumerated() where t.nameOffset != 0 {
             let n = Self.string(in: strings, at: t.nameOffset)
@@ -118,7 +122,7 @@ public struct BTF: Sendable {
         byName = index
     }
 
-    private static func parseTypes(_ r: inout ByteReader) throws(BTFError) -> [BTFType] {
+    private static func parseTypes(_ r: inout RawReader) throws(BTFError) -> [BTFType] {
         var out: [BTFType] = [BTFType(kind: .void, nameOffset: 0, kindFlag: false, vlen: 0, sizeOrType: 0)]
         while r.remaining > 0 {
             let id = UInt32(out.count)
@@ -207,5 +211,23 @@ public struct BTF: Sendable {
     /// The type named `name`, of `kind` when given (else the first one).
     public func id(named name: String, kind: BTFKind? = nil) -> UInt32? {
         ids(named: name).first { kind == nil || types[Int($0)].kind == kind }
+    }
+}
+
+/// The type-section reader: unaligned little-endian loads straight from the blob's buffer
+/// (the vmlinux type section is ~3 MB; per-byte array reads made parsing take seconds in
+/// debug builds). Every load is checked against `end` first.
+struct RawReader {
+    let buf: UnsafeRawBufferPointer
+    var position: Int
+    let end: Int
+
+    var remaining: Int { end - position }
+
+    mutating func next32() -> UInt32? {
+        guard position >= 0, end - position >= 4, end <= buf.count else { return nil }
+        let v = buf.loadUnaligned(fromByteOffset: position, as: UInt32.self)
+        position += 4
+        return UInt32(littleEndian: v)
     }
 }

@@ -124,6 +124,20 @@ extension BTF {
         return nil
     }
 
+    /// Every enumerator whose name starts with `prefix` (`SCX_EFLAG_`), over all enums.
+    public func enumerators(withPrefix prefix: String) -> [(name: String, value: Int64)] {
+        var out: [(String, Int64)] = []
+        let first = prefix.utf8.first
+        for t in types where t.kind == .enum || t.kind == .enum64 {
+            for e in t.enumerators {
+                // Cheap first-byte filter before decoding the name.
+                let n = string(at: e.nameOffset)
+                if n.utf8.first == first, n.hasPrefix(prefix) { out.append((n, e.value)) }
+            }
+        }
+        return out
+    }
+
     /// Variables of a DATASEC (`.bss` of a BPF object): name, byte offset, size, type.
     public func sectionVariables(_ datasec: UInt32) -> [(name: String, offset: Int, size: Int, type: UInt32)] {
         guard let t = type(datasec), t.kind == .datasec else { return [] }

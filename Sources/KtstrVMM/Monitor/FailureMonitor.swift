@@ -4,11 +4,23 @@ import Synchronization
 /// A machine that can latch a write to `scx_sched.exit_kind` in hardware (KVM's DR0 slot-0
 /// watchpoint, where debug registers work). The monitor arms it whenever `scx_root` resolves
 /// to a new scheduler; polling stays on as the fallback (PVM and QEMU never fire).
+///
+/// Hook for KVMMachine (kvm branch: `VCPURunner.watchExitKind(guestVirtual:host:onTrigger:)`):
+/// ```swift
+/// extension KVMMachine: ExitKindWatchpoint {
+///     func armExitKindWatchpoint(kva: UInt64, gpa: UInt64, onTrigger: @escaping @Sendable (Int) -> Void) -> Bool {
+///         guard debugRegistersWork, let host = try? guestMemory.hostAddress(of: gpa, length: 4) else { return false }
+///         runner.watchExitKind(guestVirtual: kva, host: host) { onTrigger(Int(Int32(bitPattern: $0))) }
+///         return true
+///     }
+/// }
+/// ```
 public protocol ExitKindWatchpoint: AnyObject, Sendable {
-    /// Arms a write watchpoint on the kernel virtual address `kva`; `onTrigger` runs (on any
-    /// thread) with the stored value when a write leaves a value ≥ 1024. Returns false when
-    /// the machine cannot watch (no debug registers).
-    func armExitKindWatchpoint(kva: UInt64, onTrigger: @escaping @Sendable (Int) -> Void) -> Bool
+    /// Arms a 4-byte write watchpoint on `kva` (guest-physical `gpa`, for the host-side value
+    /// gate); `onTrigger` runs (on any thread, e.g. the vCPU's: it must not freeze) with the
+    /// stored value when a write leaves a value ≥ 1024. Returns false when the machine cannot
+    /// watch (no working debug registers).
+    func armExitKindWatchpoint(kva: UInt64, gpa: UInt64, onTrigger: @escaping @Sendable (Int) -> Void) -> Bool
 }
 
 /// Watches a running guest for a sched_ext failure and captures a `FailureDump` from the
@@ -25,7 +37,7 @@ public final class FailureMonitor: @unchecked Sendable {
     public static let requiredSymbols: [String] = [
         "scx_root", "page_offset_base", "phys_base", "__start_BTF", "__stop_BTF",
         "__per_cpu_offset", "runqueues", "map_idr", "init_top_pgt",
-    ] + GuestKallsyms.symbolNames
+    ] + GuestKallsyms.symbolNames + ["bpf_kallsyms"]
 
     public struct Options: Sendable {
         public var pollInterval: Duration = .milliseconds(5)
@@ -35,7 +47,7 @@ public final class FailureMonitor: @unchecked Sendable {
         /// After the thaw, how long to wait for the kernel's dump text to be complete.
         public var lateDumpTimeout: Duration = .seconds(3)
         /// `finish()` never waits longer than this for the monitor thread.
-        public var finishTimeout: Duration = .seconds(20)
+        public var finishTimeout: Duration = .seconds(30)
         /// A full System.map / kallsyms text for symbolization when the guest tables are unusable.
         public var systemMap: String?
         public init() {}
@@ -51,10 +63,26 @@ public final class FailureMonitor: @unchecked Sendable {
     private let options: Options
     private let state = Mutex(State())
     private let done = DispatchSemaphore(value: 0)
+    /// Signalled by a watchpoint trigger and by `finish`: the poll loop wakes at once.
+    private let wake = DispatchSemaphore(value: 0)
     private let started = Mutex(false)
 
     public init(log: Log = .default) { self.log = log; self.options = Options() }
     public init(log: Log = .default, options: Options) { self.log = log; self.options = options }
+
+    /// Parses the kernel's BTF in the background (call it before the boot): the hello-time
+    /// setup then finds it cached instead of parsing while the scheduler is already attaching.
+    public func prepare(vmlinux: String?) {
+        guard let vmlinux else { return }
+        let log = self.log
+        let t = Thread {
+            let t0 = ContinuousClock.now
+            do { _ = try BTFCache.shared.load(vmlinux: vmlinux) } catch { log.debug("monitor: BTF warm-up: \(error)"); return }
+            log.debug("monitor: BTF of \(vmlinux) parsed in \(ContinuousClock.now - t0)")
+        }
+        t.name = "ktstr-btf-warmup"
+        t.start()
+    }
 
     /// Begin watching. `kallsyms` are the addresses from the agent's hello; `vmlinux` is the
     /// guest kernel's ELF when known (BTF source if guest memory has none).
@@ -72,6 +100,7 @@ public final class FailureMonitor: @unchecked Sendable {
     /// Stop watching; the dump when a failure was caught, else nil.
     public func finish() -> FailureDump? {
         state.withLock { $0.stop = true }
+        wake.signal()
         if started.withLock({ $0 }) {
             let ms = Int(options.finishTimeout.components.seconds * 1000)
             if done.wait(timeout: .now() + .milliseconds(ms)) == .timedOut {
@@ -90,25 +119,34 @@ public final class FailureMonitor: @unchecked Sendable {
 
     private func run(machine: any Machine, symbols: [String: UInt64], vmlinux: String?) {
         let ctx: KernelContext
+        let t0 = ContinuousClock.now
         do { ctx = try KernelContext.resolve(memory: machine.guestMemory, symbols: symbols, vmlinux: vmlinux, log: log) } catch {
             log.warning("\(error)")
             return
         }
-        log.debug("monitor: watching scx_root (BTF from \(ctx.btfSource))")
+        log.info("monitor: watching scx_root after \(ContinuousClock.now - t0) of setup (BTF from \(ctx.btfSource))")
         let reader = ScxReader(space: ctx.space, layout: ctx.layout, symbols: symbols)
         let watch = machine as? ExitKindWatchpoint
         var armedFor: UInt64 = 0
         let interval = options.pollInterval
         while !stopping {
             if let sched = try? reader.schedPointer() {
+                if sched != armedFor { log.debug("monitor: scx_root -> 0x\(String(sched, radix: 16))") }
                 if let watch, sched != armedFor {
-                    armedFor = sched
-                    let armed = watch.armExitKindWatchpoint(kva: sched &+ UInt64(ctx.layout.schedExitKind)) { [weak self] _ in
-                        self?.state.withLock { $0.watchTriggered = true }
-                    }
+                    let kva = sched &+ UInt64(ctx.layout.schedExitKind)
+                    let armed = (try? ctx.space.translate(kva)).map { gpa in
+                        watch.armExitKindWatchpoint(kva: kva, gpa: gpa) { [weak self] _ in
+                            self?.state.withLock { $0.watchTriggered = true }
+                            self?.wake.signal()
+                        }
+                    } ?? false
                     log.debug("monitor: watchpoint on exit_kind \(armed ? "armed" : "unavailable; polling")")
                 }
-                if let kind = try? reader.exitKind(sched: sched), kind >= ExitKind.errorThreshold {
+                armedFor = sched
+                // A value the kernel's enum does not name is a torn/stale read (a scheduler
+                // being freed), not a failure: only known kinds trigger when BTF names them.
+                if let kind = try? reader.exitKind(sched: sched), kind >= ExitKind.errorThreshold,
+                   ctx.layout.exitKindNames.isEmpty || ctx.layout.exitKindNames[Int64(kind)] != nil {
                     let byWatch = state.withLock { $0.watchTriggered }
                     let dump = capture(machine: machine, ctx: ctx, reader: reader, sched: sched, kind: kind,
                                        detectedBy: byWatch ? "watchpoint" : "poll")
@@ -116,7 +154,8 @@ public final class FailureMonitor: @unchecked Sendable {
                     return
                 }
             }
-            Thread.sleep(forTimeInterval: Double(interval.components.attoseconds) / 1e18 + Double(interval.components.seconds))
+            let micros = Int(interval.components.seconds) * 1_000_000 + Int(interval.components.attoseconds / 1_000_000_000_000)
+            _ = wake.wait(timeout: .now() + .microseconds(max(100, micros)))
         }
     }
 
@@ -148,6 +187,10 @@ public final class FailureMonitor: @unchecked Sendable {
         }
         let tFrozen = clock.now
         var space = ctx.space
+        if let w = space.walker, let cr4 = dump.registers.first?.cr4, (cr4 & (1 << 12) != 0) != (w.levels == 5) {
+            // CR4.LA57 is the authority on the paging depth; the symbol-based guess was wrong.
+            space = space.withWalker(PageTableWalker(memory: w.memory, cr3: w.root, fiveLevel: cr4 & (1 << 12) != 0))
+        }
         if space.walker == nil, let r = dump.registers.first {
             // No init_top_pgt: the kernel half of any CR3 maps vmalloc (PTI: bit 12 selects the user copy).
             let la57 = (r.cr4 ?? 0) & (1 << 12) != 0
@@ -166,6 +209,11 @@ public final class FailureMonitor: @unchecked Sendable {
             do { try machine.thaw() } catch { dump.problems.append("thaw failed: \(error)") }
         }
         symbolize(bt, ctx: ctx, space: space, into: &dump)
+        if let f = dump.flags, f != 0 {
+            let known = ctx.btf.enumerators(withPrefix: "SCX_EFLAG_")
+            dump.flagNames = known.filter { $0.value > 0 && UInt64($0.value) & f == UInt64($0.value) }
+                .map { String($0.name.dropFirst("SCX_EFLAG_".count)) }
+        }
         lateDump(reader: frozenReader, sched: sched, into: &dump)
         func ms(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }
         dump.timing = DumpTiming(detectedBy: detectedBy, triggerToSettledMillis: ms(tSettled - t0),
@@ -187,8 +235,11 @@ public final class FailureMonitor: @unchecked Sendable {
         } else {
             dump.problems.append("backtrace not symbolized: the kernel's kallsyms tables were not found (symbols \(GuestKallsyms.symbolNames.joined(separator: ", ")))")
         }
-        guard let symbolizer else { return }
-        dump.backtrace = bt.map { BacktraceFrame(address: $0, symbol: symbolizer.symbolize($0)) }
+        let bpf = BPFKallsyms(head: ctx.symbols["bpf_kallsyms"], btf: ctx.btf, space: space)
+        dump.backtrace = bt.map { BacktraceFrame(address: $0, symbol: symbolizer?.symbolize($0) ?? bpf?.symbolize($0)) }
+        if let bpf, bt.contains(where: { bpf.symbolize($0) != nil }) {
+            dump.symbolSource = (dump.symbolSource.map { $0 + " + " } ?? "") + "bpf_kallsyms (BPF programs)"
+        }
     }
 
     /// The kernel writes `exit_info->dump` from an irq_work right after the exit; when the

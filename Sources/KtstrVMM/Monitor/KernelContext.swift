@@ -1,4 +1,4 @@
-import Synchronization
+import Foundation
 
 /// Why the monitor could not make sense of the guest kernel.
 public enum MonitorError: Error, CustomStringConvertible {
@@ -71,23 +71,34 @@ public struct KernelContext: Sendable {
     }
 }
 
-/// Parsing the kernel's BTF costs ~0.5 s in a debug build; runs of the same kernel reuse it.
-final class BTFCache: Sendable {
+/// Parsing the kernel's BTF costs ~0.5 s in a debug build (several seconds while qemu TCG
+/// saturates the cores), long enough for a fast-failing scheduler to attach and exit before
+/// the monitor is ready. Parsed BTF is kept by content (the guest's `__start_BTF` blob and
+/// the vmlinux `.BTF` section are byte-identical for the same kernel), so `warmUp` during the
+/// boot makes the hello-time setup a memcmp. Parses are serialised: a second caller waits for
+/// the first and then hits the cache.
+final class BTFCache: @unchecked Sendable {
     static let shared = BTFCache()
-    private let last = Mutex<(key: [UInt8], btf: BTF)?>(nil)
-    private let files = Mutex<[String: BTF]>([:])
+    static let capacity = 4
+    private let lock = NSLock()
+    private var entries: [(bytes: [UInt8], btf: BTF)] = []
 
     func parse(_ bytes: [UInt8]) throws -> BTF {
-        if let hit = last.withLock({ $0?.key == bytes ? $0?.btf : nil }) { return hit }
+        lock.lock()
+        defer { lock.unlock() }
+        for e in entries where e.bytes.count == bytes.count {
+            let same = e.bytes.withUnsafeBytes { a in bytes.withUnsafeBytes { b in
+                a.count == 0 || (a.baseAddress.flatMap { pa in b.baseAddress.map { memcmp(pa, $0, a.count) == 0 } } ?? false)
+            } }
+            if same { return e.btf }
+        }
         let btf = try BTF(bytes: bytes)
-        last.withLock { $0 = (bytes, btf) }
+        entries.append((bytes, btf))
+        if entries.count > Self.capacity { entries.removeFirst() }
         return btf
     }
 
     func load(vmlinux path: String) throws -> BTF {
-        if let hit = files.withLock({ $0[path] }) { return hit }
-        let btf = try BTF.load(vmlinux: path)
-        files.withLock { $0[path] = btf }
-        return btf
+        try parse(ELFSection.read(".BTF", from: path))
     }
 }

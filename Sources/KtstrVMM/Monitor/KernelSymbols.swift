@@ -35,6 +35,9 @@ public struct KernelSymbols: Sendable, Symbolizer {
         self.text = text.sorted { $0.0 < $1.0 }
     }
 
+    /// The text of /proc/kallsyms (same format as System.map, optional `[module]` column).
+    public init(kallsymsText: String) { self.init(systemMap: kallsymsText) }
+
     public subscript(name: String) -> UInt64? { addresses[name] }
 
     /// Adds names from `other` that this table lacks (hello addresses win over a map file).

@@ -68,7 +68,9 @@ public struct ExitDispatch: Sendable {
         case let .failEntry(reason, hwCPU):
             return .fatal("KVM_EXIT_FAIL_ENTRY on vCPU \(cpu): hardware entry failure reason 0x\(String(reason, radix: 16)) (host cpu \(hwCPU)) — the initial register state is invalid for this CPU")
         case let .internalError(suberror, data):
-            return .fatal("KVM_EXIT_INTERNAL_ERROR on vCPU \(cpu): \(Self.internalErrorName(suberror)) (suberror \(suberror)), data \(hex(data))")
+            let insn = Self.emulationFailureBytes(suberror: suberror, data: data)
+                .map { " at instruction bytes " + $0.map { String(format: "%02x", $0) }.joined(separator: " ") } ?? ""
+            return .fatal("KVM_EXIT_INTERNAL_ERROR on vCPU \(cpu): \(Self.internalErrorName(suberror)) (suberror \(suberror))\(insn), data \(hex(data))")
         case let .debug(d):
             if let watchpoints, watchpoints.handle(d, cpu: cpu) { return .resume }
             return .fatal("unexpected KVM_EXIT_DEBUG on vCPU \(cpu): exception \(d.exception) at 0x\(String(d.pc, radix: 16)), dr6 0x\(String(d.dr6, radix: 16)) (no watchpoint armed)")
@@ -133,6 +135,18 @@ public struct ExitDispatch: Sendable {
             dev.read(offset: offset, into: buffer)
         }
         return .resume
+    }
+
+    /// The instruction KVM's emulator gave up on, when the exit carries it: for
+    /// KVM_INTERNAL_ERROR_EMULATION with flag INSTRUCTION_BYTES, data[0] is the flags word and
+    /// data[1...2] hold insn_size (1 byte) then up to 15 instruction bytes, little-endian.
+    static func emulationFailureBytes(suberror: UInt32, data: [UInt64]) -> [UInt8]? {
+        guard Int32(bitPattern: suberror) == KVM_INTERNAL_ERROR_EMULATION, data.count >= 3,
+              data[0] & UInt64(KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) != 0 else { return nil }
+        var raw: [UInt8] = []
+        for word in data[1...2] { for i in 0..<8 { raw.append(UInt8(truncatingIfNeeded: word >> (8 * UInt64(i)))) } }
+        let size = min(Int(raw[0]), 15)
+        return Array(raw[1..<(1 + size)])
     }
 
     static func internalErrorName(_ suberror: UInt32) -> String {

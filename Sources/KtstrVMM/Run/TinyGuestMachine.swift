@@ -1,10 +1,10 @@
 import Foundation
 import Synchronization
 
-/// A VM for a hand-assembled payload: 2 MiB of RAM at 0, the payload at `loadAddress`, COM1
-/// (console, collected in `console`) and the i8042 on the port bus, no irqchip, HLT on the
-/// BSP ends the run. Proves the KVM layer, the exit dispatch and the freeze rendezvous
-/// without a kernel.
+/// A VM for a hand-assembled payload: 2 MiB of RAM at 0, the payload at `loadAddress`;
+/// COM1 (console, collected in `console`), the i8042 and the CMOS clock on the port bus; no
+/// irqchip (unless asked), HLT on the BSP ends the run. Proves the KVM layer, the exit
+/// dispatch and the freeze rendezvous without a kernel.
 public final class TinyGuestMachine: Machine, @unchecked Sendable {
     public static let loadAddress: UInt64 = 0x1000
     public static let memoryBytes: UInt64 = 2 << 20
@@ -19,14 +19,18 @@ public final class TinyGuestMachine: Machine, @unchecked Sendable {
     public let runner: VCPURunner
     private let consoleBytes = ByteCollector()
 
+    /// Everything COM1 received so far, as bytes.
+    public var consoleOutput: [UInt8] { consoleBytes.contents }
+
     /// Everything COM1 received so far.
     public var console: String { consoleBytes.text }
 
-    /// `irqchip`: create the in-kernel PIC/IOAPIC/LAPIC and PIT (as a Linux guest gets) and
+    /// `devices`: add more devices to the bus (tests). `irqchip`: create the in-kernel PIC/IOAPIC/LAPIC and PIT (as a Linux guest gets) and
     /// wire COM1's interrupt to GSI 4. HLT then stays in the kernel; APs wait for INIT/SIPI.
     public init(payload: [UInt8], mode: TinyGuestMode, vcpus: Int = 1,
                 exitPolicy: ExitPolicy = ExitPolicy(unmappedPorts: .ignore, unmappedMMIO: .fatal),
-                irqchip: Bool = false, kvm: KVMSystem? = nil, log: Log = .default) throws {
+                irqchip: Bool = false, kvm: KVMSystem? = nil, log: Log = .default,
+                devices: (inout DeviceBus) throws -> Void = { _ in }) throws {
         let system = try kvm ?? KVMSystem()
         try system.requireBasics()
         let memory = try GuestMemory.anonymous(layout: [(gpa: 0, size: Self.memoryBytes)])
@@ -48,7 +52,9 @@ public final class TinyGuestMachine: Machine, @unchecked Sendable {
         var bus = DeviceBus()
         try bus.add(SerialPortDevice(sink: consoleBytes.sink, irq: irq),
                     ports: Serial16550.com1Base, count: Serial16550.portCount)
-        try bus.add(I8042Device(), ports: I8042.dataPort, count: I8042.commandPort - I8042.dataPort + 1)
+        try bus.addI8042()
+        try bus.addCMOSClock()
+        try devices(&bus)
 
         self.mode = mode
         self.guestMemory = memory

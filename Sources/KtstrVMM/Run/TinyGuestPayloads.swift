@@ -80,7 +80,11 @@ public enum TinyGuestPayloads {
     /// on. The UART raises IRQ4 at once; the handler (vector 0x0c, whose IVT entry the host
     /// writes: `serialInterruptHandlerOffset`) prints "IRQ" and resets through the i8042.
     /// Proves the path the Linux 8250 driver depends on: UART → KVM_IRQ_LINE → PIC → CPU.
-    public static let serialInterrupt: [UInt8] = {
+    public static var serialInterrupt: [UInt8] { serialInterruptParts.main + serialInterruptParts.handler }
+    /// Offset of the IRQ4 handler inside `serialInterrupt`.
+    public static var serialInterruptHandlerOffset: Int { serialInterruptParts.main.count }
+
+    static let serialInterruptParts: (main: [UInt8], handler: [UInt8]) = {
         var main: [UInt8] = []
         for (port, value) in [(0x20, 0x11),                  // ICW1: edge, cascade, ICW4 follows
                               (0x21, 0x08),                  // ICW2: IRQ0 → vector 0x08
@@ -95,15 +99,24 @@ public enum TinyGuestPayloads {
         main += [0xfb]                                       // sti
         main += [0xf4]                                       // hlt
         main += [0xeb, 0xfd]                                 // jmp back to hlt
-        precondition(main.count == serialInterruptHandlerOffset)
         var handler: [UInt8] = [0xba, 0xf8, 0x03]            // mov dx, 0x3f8 (THR)
         for b in "IRQ".utf8 { handler += [0xb0, b, 0xee] }   // mov al, b ; out dx, al
         handler += [0xb0, I8042.resetCommand, 0xe6, 0x64]    // mov al, 0xfe ; out 0x64, al
         handler += [0xeb, 0xfe]                              // jmp $
-        return main + handler
+        return (main, handler)
     }()
-    /// Offset of the IRQ4 handler inside `serialInterrupt`.
-    public static let serialInterruptHandlerOffset = 30
     /// The vector the programmed PIC uses for IRQ4.
     public static let serialInterruptVector = 0x0c
+
+    /// `count` port writes to an empty port (each one a KVM_EXIT_IO round trip), then HLT.
+    /// 64-bit mode. Measures the exit path.
+    public static func portWrites(_ count: UInt32) -> [UInt8] {
+        [0xb9, UInt8(count & 0xff), UInt8(count >> 8 & 0xff),
+         UInt8(count >> 16 & 0xff), UInt8(count >> 24)]  //  0: mov ecx, count
+            + [0x66, 0xba, 0x10, 0x05]                   //  5: mov dx, 0x510
+            + [0xee]                                     //  9: loop: out dx, al
+            + [0xff, 0xc9]                               // 10:       dec ecx
+            + [0x75, 0xfb]                               // 12:       jnz loop
+            + [0xf4]                                     // 14: hlt
+    }
 }

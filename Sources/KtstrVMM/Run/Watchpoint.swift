@@ -75,18 +75,28 @@ public struct WatchpointSet: Sendable, Equatable {
 public final class WatchpointMonitor: Sendable {
     /// Values at or above this in the slot-0 word latch the failure trigger.
     public let errorThreshold: UInt32
-    private let exitKindHost: UnsafeRawPointerBox?
+    private struct Target: Sendable {
+        var exitKindHost: UnsafeRawPointerBox?
+        var onTrigger: (@Sendable (UInt32) -> Void)?
+    }
+    private let target: Mutex<Target>
     private let trigger = Mutex<(fired: Bool, value: UInt32, cpu: Int, pc: UInt64)>((false, 0, -1, 0))
     private let hits = Mutex<[Int]>([0, 0, 0, 0])
-    private let onTrigger: (@Sendable (UInt32) -> Void)?
 
     /// `exitKindHost`: host address of the 4-byte word slot 0 watches (resolved by the
-    /// caller through the guest page tables); must stay mapped while the VM runs.
-    public init(exitKindHost: UnsafeRawPointer?, errorThreshold: UInt32 = UInt32(ExitKind.errorThreshold),
+    /// caller through the guest page tables); must stay mapped while the VM runs. It is
+    /// usually unknown when the VM is built: pass nil and call `watchExitKind` later.
+    /// `onTrigger` runs on the vCPU thread that hit the watchpoint, once: keep it short and
+    /// do not freeze from it (that vCPU could never park) — signal another thread instead.
+    public init(exitKindHost: UnsafeRawPointer? = nil, errorThreshold: UInt32 = UInt32(ExitKind.errorThreshold),
                 onTrigger: (@Sendable (UInt32) -> Void)? = nil) {
-        self.exitKindHost = exitKindHost.map(UnsafeRawPointerBox.init)
+        self.target = Mutex(Target(exitKindHost: exitKindHost.map(UnsafeRawPointerBox.init), onTrigger: onTrigger))
         self.errorThreshold = errorThreshold
-        self.onTrigger = onTrigger
+    }
+
+    /// Points slot 0's gate at `host` (the exit_kind word) and sets the trigger callback.
+    public func watchExitKind(host: UnsafeRawPointer?, onTrigger: (@Sendable (UInt32) -> Void)?) {
+        target.withLock { $0 = Target(exitKindHost: host.map(UnsafeRawPointerBox.init), onTrigger: onTrigger) }
     }
 
     /// True once slot 0 saw an error-class value; `value` is that value.
@@ -100,7 +110,8 @@ public final class WatchpointMonitor: Sendable {
         let slots = WatchpointSet.hitSlots(dr6: exit.dr6)
         guard !slots.isEmpty else { return false }
         hits.withLock { h in for s in slots { h[s] += 1 } }
-        if slots.contains(0), let p = exitKindHost?.pointer {
+        let t = target.withLock { $0 }
+        if slots.contains(0), let p = t.exitKindHost?.pointer {
             let value = ckvm_load_volatile_u32(p)
             if value >= errorThreshold {
                 let first = trigger.withLock { t in
@@ -108,7 +119,7 @@ public final class WatchpointMonitor: Sendable {
                     t = (true, value, cpu, exit.pc)
                     return true
                 }
-                if first { onTrigger?(value) }
+                if first { t.onTrigger?(value) }
             }
         }
         return true

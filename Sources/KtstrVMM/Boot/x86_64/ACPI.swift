@@ -1,44 +1,33 @@
-/// Minimal ACPI tables that describe the CPUs and the IOAPIC: RSDP (v2) → XSDT → FADT
-/// (hardware-reduced: no PM blocks, no SCI, no RTC/VGA) → DSDT (header only), and the MADT.
+/// Minimal ACPI tables that describe the CPUs and the IOAPIC: RSDP (v2) → XSDT → MADT.
 /// Kernels built without CONFIG_X86_MPPARSE (Debian's cloud flavour) find CPUs only here.
-/// Layouts from the ACPI 6.x specification; all tables live in the reserved BIOS area.
+///
+/// Deliberately no FADT: a hardware-reduced FADT (the usual way to say "no PM hardware")
+/// also makes Linux drop the legacy PIC, after which the 8250 ports' fixed ISA IRQs 3/4 are no
+/// longer GSIs 3/4 (nothing in an empty DSDT describes them). Without a FADT the kernel keeps
+/// the PIC, maps ISA IRQs 0-15 to IOAPIC pins 0-15 (our in-kernel irqchip's wiring), and
+/// its ACPI interpreter simply stays off. Layouts from the ACPI 6.x specification; the
+/// tables live in the reserved BIOS area.
 public enum ACPITables {
     public static let rsdpSignature = Array("RSD PTR ".utf8)
     static let oemID = Array("KTSTR ".utf8)           // 6 bytes
     static let oemTableID = Array("SWIFTVMM".utf8)    // 8 bytes
     static let creatorID = Array("KTSR".utf8)
 
-    /// FADT flags: HW_REDUCED_ACPI (bit 20).
-    public static let fadtHardwareReduced: UInt32 = 1 << 20
-    /// IAPC_BOOT_ARCH: VGA not present (bit 2), CMOS RTC not present (bit 5).
-    public static let bootArchNoVGANoRTC: UInt16 = 1 << 2 | 1 << 5
-
     /// Bytes to write at `base` (16-byte aligned, below 4 GiB); the RSDP is at `base`.
     public static func build(apicIDs: [UInt32], base: UInt64 = BootLayout.acpi,
                              ioapicID: UInt8? = nil, ioapicAddress: UInt32 = BootLayout.ioapic,
                              lapicAddress: UInt32 = BootLayout.lapic) -> [UInt8] {
-        func align(_ n: Int) -> Int { (n + 15) & ~15 }
-        let dsdt = table("DSDT", revision: 2, body: [])
         let madt = madt(apicIDs: apicIDs, ioapicID: ioapicID ?? UInt8(truncatingIfNeeded: (apicIDs.max() ?? 0) + 1),
                         ioapicAddress: ioapicAddress, lapicAddress: lapicAddress)
         let xsdtOff = 48
-        let xsdtLen = 36 + 8 * 2
-        let fadtOff = align(xsdtOff + xsdtLen)
-        let fadtLen = 276
-        let dsdtOff = align(fadtOff + fadtLen)
-        let madtOff = align(dsdtOff + dsdt.count)
-        let fadt = fadt(dsdt: base + UInt64(dsdtOff))
-
-        var xsdtBody = [UInt8](repeating: 0, count: 16)
-        xsdtBody.putLE(base + UInt64(fadtOff), at: 0)
-        xsdtBody.putLE(base + UInt64(madtOff), at: 8)
+        let madtOff = xsdtOff + 48
+        var xsdtBody = [UInt8](repeating: 0, count: 8)
+        xsdtBody.putLE(base + UInt64(madtOff), at: 0)
         let xsdt = table("XSDT", revision: 1, body: xsdtBody)
 
         var out = [UInt8](repeating: 0, count: madtOff + madt.count)
         out.putBytes(rsdp(xsdt: base + UInt64(xsdtOff)), at: 0)
         out.putBytes(xsdt, at: xsdtOff)
-        out.putBytes(fadt, at: fadtOff)
-        out.putBytes(dsdt, at: dsdtOff)
         out.putBytes(madt, at: madtOff)
         return out
     }
@@ -69,17 +58,6 @@ public enum ACPITables {
         t += body
         t[9] = checksum(t[...])
         return t
-    }
-
-    static func fadt(dsdt: UInt64) -> [UInt8] {
-        var body = [UInt8](repeating: 0, count: 276 - 36)
-        func put<T: FixedWidthInteger>(_ v: T, _ absolute: Int) { body.putLE(v, at: absolute - 36) }
-        put(UInt32(truncatingIfNeeded: dsdt), 40) // DSDT (32-bit)
-        put(bootArchNoVGANoRTC, 109)               // IAPC_BOOT_ARCH
-        put(fadtHardwareReduced, 112)              // Flags
-        put(UInt8(5), 131)                         // FADT minor version (6.5)
-        put(dsdt, 140)                             // X_DSDT
-        return table("FACP", revision: 6, body: body)
     }
 
     static func madt(apicIDs: [UInt32], ioapicID: UInt8, ioapicAddress: UInt32, lapicAddress: UInt32) -> [UInt8] {

@@ -88,6 +88,10 @@ public enum CPUID {
                 continue // rebuilt below
             case 0xa:
                 e.eax = 0; e.ebx = 0; e.ecx = 0; e.edx = 0
+            case 0x8000_0026:
+                // AMD extended topology: Linux prefers it to 0xB. Emptied, the kernel falls
+                // back to 0xB, which describes our topology.
+                e.eax = 0; e.ebx = 0; e.ecx = 0; e.edx = 0
             case 0x8000_0008 where vendor == .amd:
                 e.ecx = (e.ecx & ~0xf0ff) | UInt32(packageBits) << 12 | UInt32(min(255, t.vcpuCount - 1))
             case 0x8000_001e where vendor == .amd:

@@ -1,0 +1,74 @@
+import Foundation
+import Synchronization
+
+/// What a `.ktstr(...)` trait hands its test body.
+public final class KtstrContext: Sendable {
+    /// The VM shape every `Ktstr.run` in this test boots.
+    public let vm: VMConfig
+    public let testName: String
+    /// `.build/ktstr/<test>/`: console logs, outcomes and dumps of every run, kept always.
+    public let artifactsDirectory: String
+    private let outcomes = Mutex<[RunOutcome]>([])
+
+    init(vm: VMConfig, testName: String) {
+        self.vm = vm
+        self.testName = testName
+        self.artifactsDirectory = KtstrContext.artifactsRoot() + "/" + testName
+    }
+
+    /// Runs recorded so far, oldest first.
+    public var runs: [RunOutcome] { outcomes.withLock { $0 } }
+
+    func record(_ outcome: RunOutcome) -> Int {
+        outcomes.withLock { $0.append(outcome); return $0.count }
+    }
+
+    /// `KTSTR_ARTIFACTS_DIR`, else `.build/ktstr` under the current directory (the package
+    /// root under `swift test`).
+    static func artifactsRoot() -> String {
+        if let d = ProcessInfo.processInfo.environment["KTSTR_ARTIFACTS_DIR"], !d.isEmpty { return d }
+        return FileManager.default.currentDirectoryPath + "/.build/ktstr"
+    }
+
+    /// Attaches each run's console, outcome and failure dump to the current test.
+    func attachArtifacts(reason: String) {
+        for (i, o) in runs.enumerated() {
+            let tag = runs.count > 1 ? "-run\(i + 1)" : ""
+            Attachment.record(o.consoleTail, named: "\(testName)\(tag)-console.txt")
+            if let json = try? OutcomeFormatter.json(o) {
+                Attachment.record(json, named: "\(testName)\(tag)-outcome.json")
+            }
+            if let dump = o.failureDump {
+                if let json = try? OutcomeFormatter.json(dump) {
+                    Attachment.record(json, named: "\(testName)\(tag)-failure-dump.json")
+                }
+                Attachment.record(OutcomeFormatter.text(dump), named: "\(testName)\(tag)-failure-dump.txt")
+            }
+        }
+    }
+}
+
+public enum Ktstr {
+    /// The innermost `.ktstr(...)` trait's context; nil outside such a test.
+    @TaskLocal public static var current: KtstrContext?
+
+    /// Boots a fresh VM (the enclosing `.ktstr(...)` trait's shape, or the defaults), loads
+    /// `scheduler`, runs `workload` for `duration`, and returns what happened. The outcome is
+    /// written under `.build/ktstr/<test>/` and attached to the test if it fails.
+    ///
+    /// Throws only for infrastructure failures (no kernel, qemu died before the guest spoke);
+    /// a scheduler that errors is a normal outcome to assert on.
+    /// `topology` overrides the trait's for this run (for tests parameterized over topologies).
+    public static func run(scheduler: SchedulerSpec, workload: WorkloadSpec = .spinners(2),
+                           duration: Duration = .seconds(3), topology: Topology? = nil) async throws -> RunOutcome {
+        let context = current ?? KtstrContext(vm: VMConfig(), testName: "adhoc-\(getpid())")
+        var vm = context.vm
+        if let topology { vm.topology = topology }
+        let runDir = context.artifactsDirectory + "/run\(context.runs.count + 1)"
+        let outcome = try await SchedulerRun.run(vm: vm, scheduler: scheduler, workload: workload,
+                                                 duration: duration, artifactsDirectory: runDir, log: .default)
+        _ = context.record(outcome)
+        OutcomeFormatter.write(outcome, to: runDir)
+        return outcome
+    }
+}

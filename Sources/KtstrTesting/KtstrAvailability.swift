@@ -1,0 +1,21 @@
+import Foundation
+
+/// Whether this host can run a ktstr VM test, and if not, why and how to fix it.
+/// Used by `.ktstr(...)` to skip (not fail, not pass) tests that cannot run here.
+public enum KtstrAvailability {
+    /// nil when a VM of this shape can run here; else one line with the cause and the fix.
+    public static func unavailableReason(for config: VMConfig) -> String? {
+        let kernel: KernelArtifacts
+        do { kernel = try Provisioning.kernel(explicit: config.kernel) } catch { return "\(error)" }
+        if let vmlinux = kernel.vmlinux, !KernelCapabilities.hasSchedExt(vmlinux: vmlinux) {
+            return "kernel \(kernel.image) has no sched_ext (CONFIG_SCHED_CLASS_EXT) — use a kernel built with it"
+        }
+        do { _ = try Provisioning.agentBinary() } catch { return "\(error)" }
+        let decision: BackendSelection.Decision
+        do { decision = try BackendSelection.decide(config.backend) } catch { return "\(error)" }
+        if decision.backend != .kvm {
+            do { _ = try Provisioning.qemuBinary() } catch { return "\(error)" }
+        }
+        return nil
+    }
+}

@@ -1,2 +1,0 @@
-@_exported public import Testing
-@_exported public import KtstrHost
