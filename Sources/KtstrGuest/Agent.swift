@@ -70,6 +70,13 @@ enum Agent {
             Sys.sleepMillis(50)
         }
         for (k, w) in workers.enumerated() { samples[k] = Workload.sample(w.pid) }
+        if let cg = plan.workload.cgroup {
+            // Workers move themselves; check they got there (cgroup v2: "0::/<path>").
+            let outside = workers.filter { w in
+                !(Sys.readText("/proc/\(w.pid)/cgroup", limit: 4096) ?? "").split(separator: "\n").contains { $0 == "0::/\(cg)" }
+            }
+            if !outside.isEmpty { Channel.problem("workers \(outside.map(\.index)) are not in cgroup \(cg)") }
+        }
         Workload.stop(workers)
 
         if let pid = sched, exitStatus == nil { exitStatus = stopScheduler(pid) }

@@ -89,6 +89,16 @@ struct SchedulerE2ETests {
         #expect(exit.isError)
     }
 
+    @Test(.enabled(if: E2E.missing(scheduler: "simple") == nil, Comment(rawValue: E2E.missing(scheduler: "simple") ?? "")))
+    func sleepersInACgroupUnderSimple() async throws {
+        // The agent reports a problem when a worker is not in the cgroup.
+        let o = try await E2E.run("simple sleepers in cgroup", .simple, .sleepers(2, periodMicros: 2000, cgroup: "ktstr-e2e"), seconds: 2)
+        #expect(o.schedulerExit?.kind == .unreg)
+        #expect(o.problems.isEmpty, "\(o.problems)")
+        #expect(o.workers.count == 2)
+        for w in o.workers { #expect(w.iterations > 0 && w.runs > 0, "sleeper \(w.index) never woke") }
+    }
+
     @Test(.enabled(if: E2E.missing(scheduler: nil) == nil, Comment(rawValue: E2E.missing(scheduler: nil) ?? "")))
     func workloadRunsWithoutAScheduler() async throws {
         let o = try await E2E.run("none pingpong", .none, .pingPong(pairs: 1), seconds: 2)

@@ -9,6 +9,7 @@ final class RunCollector: @unchecked Sendable {
     private(set) var messages: [AgentMessage] = []
     private(set) var helloAt: ContinuousClock.Instant?
     let consoleLimit: Int
+    let created = ContinuousClock.now
     let onHello: @Sendable ([String: UInt64]) -> Void
     let log: Log
 
@@ -27,7 +28,7 @@ final class RunCollector: @unchecked Sendable {
         lock.lock()
         for line in splitter.feed(b) {
             guard let m = AgentMessage.parse(Substring(line)) else { continue }
-            log.debug("agent: \(line.count > 400 ? line.prefix(200) + " … " + line.suffix(150) : Substring(line))")
+            log.debug("agent (+\(SchedulerRun.millis(ContinuousClock.now - created)) ms): \(line.count > 400 ? line.prefix(200) + " … " + line.suffix(150) : Substring(line))")
             if case let .hello(_, _, syms) = m, helloAt == nil {
                 helloAt = .now
                 hello = syms

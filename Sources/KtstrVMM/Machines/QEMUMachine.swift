@@ -49,7 +49,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     }
 
     /// The kernel command line every QEMU run starts with.
-    public static let baseCmdline = "console=ttyS0 reboot=k panic=-1 nokaslr rdinit=/init"
+    public static let baseCmdline = "console=ttyS0 reboot=k panic=-1 nokaslr rdinit=/init random.trust_cpu=on"
 
     public let backend: BackendKind
     public var vcpuCount: Int { config.topology.vcpuCount }
@@ -110,7 +110,10 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
                  "-chardev", "file,id=ktstr-chan,path=/proc/self/fd/5", "-serial", "chardev:ktstr-chan",
                  "-chardev", "socket,id=ktstr-qmp,path=\(qmpName),abstract=on,server=on,wait=off",
                  "-mon", "chardev=ktstr-qmp,mode=control"]
-        if config.accelerator == .kvm { a += ["-cpu", "host"] }
+        // RDRAND lets the guest seed its CRNG at once (with random.trust_cpu=on): the Swift
+        // runtime of the agent calls getrandom() at startup, which otherwise blocks under TCG
+        // until "crng init done", seconds into the boot.
+        a += ["-cpu", config.accelerator == .kvm ? "host" : "qemu64,+rdrand"]
         if config.initrdFD != nil { a += ["-initrd", "/proc/self/fd/6"] }
         return a
     }
