@@ -1,11 +1,13 @@
+import Foundation
 import KtstrTesting
 
 // How to test a sched_ext scheduler with ktstr, one behaviour per test. Each `Ktstr.run`
 // boots a fresh guest with the trait's VM shape, loads the scheduler, runs the workload and
-// returns how the scheduler ended. On this machine the runs go through qemu/TCG.
+// returns how the scheduler ended. On this machine the runs go through qemu/TCG; tests skip
+// (with the reason) only when `swift run ktstr setup` has not been run.
 
 /// A scheduler that works: every worker runs, and the scheduler only ends because the
-/// guest agent unloaded it (`unreg`, from user space).
+/// guest agent unloaded it (`unreg`, from user space). No failure dump is taken.
 @Suite(.ktstr(cpus: 2, memoryMiB: 512))
 struct HealthyScheduler {
     @Test func scxSimpleRunsEveryWorker() async throws {
@@ -13,7 +15,11 @@ struct HealthyScheduler {
         outcome.expectNoSchedulerError()
         outcome.expectAllWorkersRan()
         #expect(outcome.schedulerExit?.kind == .unreg)
+        #expect(outcome.workers.count == 4)
         #expect(outcome.failureDump == nil)
+        #expect(outcome.problems.isEmpty, "\(outcome.problems)")
+        #expect(outcome.kernelRelease?.hasPrefix("7.") == true && outcome.bootMillis != nil)
+        #expect(outcome.machineExit == "shutdown")
     }
 
     /// The same scheduler over different CPU topologies (LLCs × cores × threads).
@@ -23,39 +29,109 @@ struct HealthyScheduler {
                                           duration: .seconds(2), topology: topology)
         outcome.expectNoSchedulerError()
         outcome.expectAllWorkersRan()
+        #expect(Set(outcome.workers.compactMap(\.lastCPU)).isSubset(of: Set(0..<topology.vcpuCount)))
+    }
+
+    /// Workers placed in a cgroup (the agent checks the placement and reports a problem if
+    /// a worker is not there), sleeping and waking under scx_simple.
+    @Test func sleepersInACgroup() async throws {
+        let outcome = try await Ktstr.run(scheduler: .simple, workload: .sleepers(2, periodMicros: 2000, cgroup: "ktstr-doc"),
+                                          duration: .seconds(2))
+        #expect(outcome.schedulerExit?.kind == .unreg)
+        #expect(outcome.problems.isEmpty, "\(outcome.problems)")
+        for w in outcome.workers { #expect(w.iterations > 0 && w.runs > 0, "sleeper \(w.index) never woke") }
+    }
+
+    /// The workload alone, under the kernel's default scheduler: the baseline to compare with.
+    @Test func pingPongWithoutAScheduler() async throws {
+        let outcome = try await Ktstr.run(scheduler: .none, workload: .pingPong(pairs: 1), duration: .seconds(2))
+        #expect(outcome.schedulerExit == nil)
+        #expect(outcome.problems.isEmpty, "\(outcome.problems)")
+        #expect(outcome.workers.count == 2)
+        for w in outcome.workers { #expect(w.iterations > 0, "ping-pong worker \(w.index) made no round trips") }
     }
 }
 
-/// Each way a scheduler can fail, provoked by ktstr's fault-injection scheduler, and the
-/// exit kind the kernel records for it.
+/// Each way a scheduler can fail, provoked by ktstr's fault-injection scheduler: the exit
+/// kind the kernel records, and the failure dump the host reads out of the frozen guest.
 @Suite(.ktstr(cpus: 2, memoryMiB: 512))
 struct SchedulerFailures {
-    /// `scx_bpf_error()` from the BPF side → `error_bpf`, with the formatted message.
-    @Test func bpfErrorIsReportedWithItsMessage() async throws {
+    /// `scx_bpf_error()` from the BPF side → `error_bpf`, with the formatted message; the
+    /// dump has the symbolized backtrace, one register set per vCPU, and the scheduler's
+    /// globals decoded by name from its .bss.
+    @Test func bpfErrorIsReportedAndDumped() async throws {
         let outcome = try await Ktstr.run(scheduler: .fault("--error-after", "100"), workload: .spinners(2))
-        outcome.expectSchedulerExit(.errorBPF, messageContains: "error after 100 enqueues")
+        outcome.expectSchedulerExit(.errorBPF, messageContains: "ktstr fault: error after 100 enqueues")
+        #expect(outcome.schedulerExit?.reason == "scx_bpf_error")
+
+        let dump = try #require(outcome.failureDump, "no failure dump; problems: \(outcome.problems)")
+        #expect(dump.kind == .errorBPF && dump.kindValue == 1025)
+        #expect(dump.message?.contains("error after 100 enqueues") == true)
+        #expect(dump.schedulerName == "ktstr_fault")
+        let frames = dump.backtrace.compactMap(\.symbol)
+        #expect(frames.count >= 3, "backtrace: \(dump.backtrace)")
+        #expect(frames.contains { $0.hasPrefix("scx_bpf_error_bstr+") }, "backtrace: \(frames)")
+        #expect(dump.registers.map(\.cpu) == [0, 1])
+        #expect(dump.cpus.count == 2)
+        let bss = try #require(dump.map(named: ".bss"), "maps: \(dump.maps.map(\.name))")
+        #expect(bss.variable("ktstr_knob_error_after")?.integer == 100)
+        #expect(bss.variable("ktstr_nr_enqueued")?.integer ?? 0 >= 100)
+        #expect(dump.map(named: ".rodata") != nil)
+        #expect(dump.schedulerDump?.contains("Backtrace:") == true)
+        let timing = try #require(dump.timing)
+        #expect(timing.triggerToFrozenMillis < 5000 && timing.frozenToReadMillis < 5000)
+        #expect(dump.problems.isEmpty, "\(dump.problems)")
+        #expect(dump.text.contains("ktstr_knob_error_after = 100"))
     }
 
     /// A task that is never dispatched trips the sched_ext watchdog → `error_stall`; the
-    /// message names the starved task.
+    /// message names the starved task, and the dump finds it on a runnable list.
     @Test func stalledTaskTripsTheWatchdog() async throws {
-        let outcome = try await Ktstr.run(scheduler: .fault("--stall-pid-every", "2"), workload: .spinners(2),
-                                          duration: .seconds(8))
+        let outcome = try await Ktstr.run(scheduler: .fault("--stall-pid-every", "2", "--timeout-ms", "3000"),
+                                          workload: .spinners(2), duration: .seconds(8))
         outcome.expectSchedulerExit(.errorStall, messageContains: "failed to run for")
+        let message = outcome.schedulerExit?.message ?? ""
+        #expect(message.range(of: #"\S+\[\d+\] failed to run"#, options: .regularExpression) != nil, "message: \(message)")
+
+        let dump = try #require(outcome.failureDump, "no failure dump; problems: \(outcome.problems)")
+        #expect(dump.kind == .errorStall && dump.kindValue == 1026)
+        #expect(dump.registers.count == 2)
+        if let m = (dump.message ?? "").firstMatch(of: /\[(\d+)\] failed to run/), let pid = Int32(m.1) {
+            let runnable = dump.cpus.flatMap { $0.runnable ?? [] }
+            #expect(runnable.contains { $0.pid == pid }, "runnable: \(runnable)")
+        }
+        #expect(dump.global("ktstr_knob_stall_pid_every")?.integer == 2)
     }
 
-    /// `scx_bpf_exit(code)` is a clean, BPF-initiated unregistration: `unreg_bpf` with the code.
-    /// (The kernel selftest `exit` checks the same kind.)
+    /// `scx_bpf_exit(code)` is a clean, BPF-initiated unregistration: `unreg_bpf` with the
+    /// code, and no dump. (The kernel selftest `exit` checks the same kind and code.)
     @Test func bpfExitCarriesItsCode() async throws {
         let outcome = try await Ktstr.run(scheduler: .fault("--exit-after", "50", "--code", "7"), workload: .spinners(2))
         outcome.expectSchedulerExit(.unregBPF, code: 7)
         #expect(outcome.schedulerExit?.isError == false)
+        #expect(outcome.failureDump == nil)
     }
 
-    /// Dispatching to a DSQ that does not exist is a runtime error (`error`), as in the kernel
-    /// selftest `ddsp_bogus_dsq_fail`.
+    /// Dispatching to a DSQ that does not exist is a kernel-side runtime error (`error`), as
+    /// in the kernel selftests `ddsp_bogus_dsq_fail` and `select_cpu_dispatch_bad_dsq`.
+    /// `--bogus-after 50` lets the scheduler run first, so the error hits a running guest.
     @Test func bogusDSQIsARuntimeError() async throws {
+        let outcome = try await Ktstr.run(scheduler: .fault("--bogus-dsq", "--bogus-after", "50"), workload: .spinners(2))
+        outcome.expectSchedulerExit(.error)
+        #expect(outcome.problems.isEmpty, "\(outcome.problems)")
+        let dump = try #require(outcome.failureDump, "no failure dump; problems: \(outcome.problems)")
+        #expect(dump.kind == .error && dump.reason == "runtime error")
+        // The kernel names the DSQ it could not find (0x4b7457, the fault scheduler's bogus id).
+        #expect(dump.message?.lowercased().contains("4b7457") == true, "message: \(dump.message ?? "nil")")
+        #expect(dump.backtrace.compactMap(\.symbol).count >= 3, "backtrace: \(dump.backtrace)")
+        #expect(dump.global("ktstr_knob_bogus_dsq")?.integer == 1)
+    }
+
+    /// A scheduler that fails while being enabled still reports its exit: a result, not a
+    /// problem of the run.
+    @Test func failingWhileEnablingIsAResult() async throws {
         let outcome = try await Ktstr.run(scheduler: .fault("--bogus-dsq"), workload: .spinners(2))
         outcome.expectSchedulerExit(.error)
+        #expect(outcome.problems.isEmpty, "\(outcome.problems)")
     }
 }
