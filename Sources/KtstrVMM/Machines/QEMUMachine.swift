@@ -65,6 +65,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     private var watchdogWrite: Int32 = -1
     private var qmp: QMPClient?
     private var readers: [Thread] = []
+    private let readersDone = DispatchGroup()
     private let stderrText = LockedText(limit: 8192)
     private static let counter = AtomicCounter()
     /// Serialises fd creation + spawn across machines (see start()).
@@ -260,7 +261,10 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     }
 
     private func startReader(fd: Int32, name: String, sink: @escaping ByteSink) {
+        let drained = readersDone
+        drained.enter()
         let t = Thread {
+            defer { drained.leave() }
             var buf = [UInt8](repeating: 0, count: 16384)
             while true {
                 let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -309,7 +313,8 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
             }
             usleep(10_000)
         }
-        for t in readers { _ = t } // readers end on EOF by themselves
+        // The readers end at EOF, right after qemu; let them hand over the last bytes.
+        _ = readersDone.wait(timeout: .now() + 2)
         state.lock()
         let st = exitStatus ?? 0, killed = killedByUs
         state.unlock()
