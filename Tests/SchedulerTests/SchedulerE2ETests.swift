@@ -26,7 +26,7 @@ enum E2E {
         let o = try await SchedulerRun.run(vm: vm, scheduler: s, workload: w, duration: .seconds(seconds),
                                            artifactsDirectory: nil, log: .default)
         FileHandle.standardError.write(Data(
-            "e2e \(name): \(o.backend.rawValue) boot \(o.bootMillis ?? -1) ms, VM \(o.wallMillis) ms, test \(ContinuousClock.now - t0), exit \(o.schedulerExit?.kind.name ?? "-")\n".utf8))
+            "e2e \(name): \(o.backend.rawValue) boot \(o.bootMillis ?? -1) ms, VM \(o.wallMillis) ms, test \(ContinuousClock.now - t0), exit \(o.schedulerExit?.kind.name ?? "-"), dump \(o.failureDump == nil ? "no" : "yes")\n".utf8))
         if o.schedulerExit == nil || !o.problems.isEmpty {
             FileHandle.standardError.write(Data("e2e \(name) problems: \(o.problems)\n\(o.consoleTail.suffix(2000))\n".utf8))
         }
@@ -60,6 +60,10 @@ struct SchedulerE2ETests {
         #expect(exit.kindValue == 1025)
         #expect(exit.reason == "scx_bpf_error")
         #expect(exit.message.contains("ktstr fault: error after 100 enqueues"), "message: \(exit.message)")
+        // The host monitor froze the guest and read the same exit out of its memory.
+        let dump = try #require(o.failureDump, "no failure dump")
+        #expect(dump.kind == .errorBPF)
+        #expect(dump.registers.count == 2)
     }
 
     @Test(.enabled(if: E2E.missing(scheduler: "fault") == nil, Comment(rawValue: E2E.missing(scheduler: "fault") ?? "")))
@@ -70,6 +74,7 @@ struct SchedulerE2ETests {
         // The kernel's watchdog message: "<comm>[<pid>] failed to run for <s>s".
         #expect(exit.message.contains("failed to run for"), "message: \(exit.message)")
         #expect(exit.message.range(of: #"\S+\[\d+\] failed to run"#, options: .regularExpression) != nil, "message: \(exit.message)")
+        #expect(o.failureDump?.kind == .errorStall, "no failure dump of the stall")
     }
 
     @Test(.enabled(if: E2E.missing(scheduler: "fault") == nil, Comment(rawValue: E2E.missing(scheduler: "fault") ?? "")))
