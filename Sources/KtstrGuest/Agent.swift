@@ -16,6 +16,10 @@ enum Agent {
         _ = Sys.mountFS("debugfs", at: "/sys/kernel/debug")
 
         if let e = Channel.open() { Console.say("\(e); reporting on the console instead") }
+        // A real-time agent is outside sched_ext: a scheduler under test that starves normal
+        // tasks cannot stop it from watching, stopping and reporting. It mostly sleeps.
+        var rt = sched_param(sched_priority: 1)
+        if sched_setscheduler(0, SCHED_FIFO, &rt) != 0 { Console.say("SCHED_FIFO: \(Sys.errnoText())") }
         guard Sys.exists("/ktstr/ok") else { finish(problem: "/ktstr/ok missing: the initramfs did not unpack completely") }
         guard let bytes = Sys.read("/ktstr/plan.json") else { finish(problem: "cannot read /ktstr/plan.json: \(Sys.errnoText())") }
         let plan: Plan

@@ -150,6 +150,12 @@ public enum SchedulerRun {
             default: break
             }
         }
+        // Name a guest kernel crash in one line (the console tail has the details).
+        for marker in ["Kernel panic - not syncing:", "Oops:", "BUG:"] {
+            if let line = o.consoleTail.split(whereSeparator: \.isNewline).first(where: { $0.contains(marker) }) {
+                o.problems.append("guest kernel: " + line.drop { $0 != "]" }.dropFirst().trimmingCharacters(in: .whitespaces))
+            }
+        }
         if snap.helloAt == nil {
             o.problems.append("the guest never said hello (kernel panic, agent crash or boot too slow) — see consoleTail")
         } else if !sawDone {
