@@ -54,6 +54,8 @@ public enum SchedulerRun {
         let collector = RunCollector(log: log) { syms in
             // Off the reader thread: the monitor may take a while, the pipe must keep draining.
             monitorQueue.async {
+                // KTSTR_MONITOR=off: no failure monitor (diagnosis: does freezing change the run?).
+                guard ProcessInfo.processInfo.environment["KTSTR_MONITOR"] != "off" else { return }
                 guard let m = machineBox.machine else { return }
                 monitor.start(machine: m, kallsyms: syms, vmlinux: kernel.vmlinux)
             }
