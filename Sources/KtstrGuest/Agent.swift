@@ -16,6 +16,10 @@ enum Agent {
         _ = Sys.mountFS("debugfs", at: "/sys/kernel/debug")
 
         if let e = Channel.open() { Console.say("\(e); reporting on the console instead") }
+        // A real-time agent is outside sched_ext: a scheduler under test that starves normal
+        // tasks cannot stop it from watching, stopping and reporting. It mostly sleeps.
+        var rt = sched_param(sched_priority: 1)
+        if sched_setscheduler(0, SCHED_FIFO, &rt) != 0 { Console.say("SCHED_FIFO: \(Sys.errnoText())") }
         guard Sys.exists("/ktstr/ok") else { finish(problem: "/ktstr/ok missing: the initramfs did not unpack completely") }
         guard let bytes = Sys.read("/ktstr/plan.json") else { finish(problem: "cannot read /ktstr/plan.json: \(Sys.errnoText())") }
         let plan: Plan
@@ -42,8 +46,10 @@ enum Agent {
             case let .failure(why):
                 // A scheduler that enabled and failed between two polls did attach: its exit
                 // is the result, not a problem.
-                if !why.attachedBriefly { Channel.problem(why.text) }
-                reportExit(plan: plan, status: why.status)
+                // A scheduler whose exit could be read failed as a scheduler (that is the
+                // result); only an unexplained death is a problem of the run.
+                Console.say(why.text)
+                if !reportExit(plan: plan, status: why.status), !why.attachedBriefly { Channel.problem(why.text) }
                 finish(problem: nil)
             }
         }
@@ -143,8 +149,10 @@ enum Agent {
         return Sys.waitFor(pid, millis: 5000)
     }
 
-    /// Sends `sched_exit` (from the loader's output, else the kernel log) and the log tail.
-    static func reportExit(plan: Plan, status: Int32?) {
+    /// Sends `sched_exit` (from the loader's output, else the kernel log) and the log tail;
+    /// false when no exit information was found.
+    @discardableResult
+    static func reportExit(plan: Plan, status: Int32?) -> Bool {
         // The kernel disables asynchronously after the loader goes away: give it a moment.
         let until = Sys.nowMillis() + 3000
         while Sys.nowMillis() < until, schedState() != "disabled", schedState() != "missing" { Sys.sleepMillis(20) }
@@ -161,6 +169,7 @@ enum Agent {
         }
         let tail = String(log.utf8.suffix(16 * 1024)) ?? ""
         Channel.send("log", [("stream", .string("scheduler")), ("text", .string(tail))])
+        return info != nil
     }
 
     static func finish(problem: String?) -> Never {

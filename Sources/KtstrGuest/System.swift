@@ -109,7 +109,12 @@ enum Sys {
         var none = sigset_t()
         sigemptyset(&none)
         posix_spawnattr_setsigmask(&attr, &none)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        // The agent runs SCHED_FIFO (see Agent.run); what it starts runs as a normal task,
+        // under the scheduler being tested.
+        posix_spawnattr_setschedpolicy(&attr, SCHED_OTHER)
+        var normal = sched_param(sched_priority: 0)
+        posix_spawnattr_setschedparam(&attr, &normal)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSCHEDULER))
 
         let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup($0) } + [nil]

@@ -54,6 +54,8 @@ public enum SchedulerRun {
         let collector = RunCollector(log: log) { syms in
             // Off the reader thread: the monitor may take a while, the pipe must keep draining.
             monitorQueue.async {
+                // KTSTR_MONITOR=off: no failure monitor (diagnosis: does freezing change the run?).
+                guard ProcessInfo.processInfo.environment["KTSTR_MONITOR"] != "off" else { return }
                 guard let m = machineBox.machine else { return }
                 monitor.start(machine: m, kallsyms: syms, vmlinux: kernel.vmlinux)
             }
@@ -148,6 +150,12 @@ public enum SchedulerRun {
             case let .problem(p): o.problems.append(p)
             case .done: sawDone = true
             default: break
+            }
+        }
+        // Name a guest kernel crash in one line (the console tail has the details).
+        for marker in ["Kernel panic - not syncing:", "Oops:", "BUG:"] {
+            if let line = o.consoleTail.split(whereSeparator: \.isNewline).first(where: { $0.contains(marker) }) {
+                o.problems.append("guest kernel: " + line.drop { $0 != "]" }.dropFirst().trimmingCharacters(in: .whitespaces))
             }
         }
         if snap.helloAt == nil {

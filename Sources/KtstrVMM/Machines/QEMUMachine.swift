@@ -13,6 +13,18 @@ import Glibc
 public final class QEMUMachine: Machine, @unchecked Sendable {
     public enum Accelerator: String, Sendable { case tcg, kvm }
 
+    /// `KTSTR_TCG_THREAD=single|multi`, default single. With one host thread per vCPU
+    /// (MTTCG, qemu 7.2) the 7.3 guest intermittently died of an "Oops: int3" in code that
+    /// text_poke_bp was patching on another vCPU (3 of ~60 boots here, also with no scheduler
+    /// and no freeze); with all vCPUs on one thread it did not happen in ~30 boots, and boot
+    /// time is the same (boot is mostly one CPU, and this host has 2 cores).
+    public enum TCGThreads: String, Sendable {
+        case single, multi
+        public static func fromEnvironment() -> TCGThreads {
+            ProcessInfo.processInfo.environment["KTSTR_TCG_THREAD"].flatMap(TCGThreads.init(rawValue:)) ?? .single
+        }
+    }
+
     public struct Configuration: Sendable {
         public var qemuPath: String
         public var kernelPath: String
@@ -24,6 +36,8 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         public var accelerator: Accelerator
         public var console: ByteSink
         public var channel: ByteSink
+        /// TCG only: one host thread per vCPU (`multi`) or all vCPUs on one (`single`).
+        public var tcgThreads: TCGThreads = TCGThreads.fromEnvironment()
 
         public init(qemuPath: String, kernelPath: String, initrdFD: Int32?, kernelCmdline: String, topology: Topology,
                     memoryMiB: Int, accelerator: Accelerator, console: @escaping ByteSink, channel: @escaping ByteSink) {
@@ -65,6 +79,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     private var watchdogWrite: Int32 = -1
     private var qmp: QMPClient?
     private var readers: [Thread] = []
+    private let readersDone = DispatchGroup()
     private let stderrText = LockedText(limit: 8192)
     private static let counter = AtomicCounter()
     /// Serialises fd creation + spawn across machines (see start()).
@@ -98,7 +113,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     /// qemu's argument vector (without the binary), fds 3..6 as set up by `start()`.
     public func arguments(qmpName: String) -> [String] {
         let t = config.topology
-        var a = ["-accel", config.accelerator.rawValue,
+        var a = ["-accel", config.accelerator == .tcg ? "tcg,thread=\(config.tcgThreads.rawValue)" : "kvm",
                  "-M", "pc,memory-backend=ktstr-mem",
                  "-object", "memory-backend-file,id=ktstr-mem,size=\(config.memoryMiB)M,mem-path=/proc/self/fd/3,share=on",
                  "-m", "\(config.memoryMiB)M",
@@ -260,7 +275,10 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     }
 
     private func startReader(fd: Int32, name: String, sink: @escaping ByteSink) {
+        let drained = readersDone
+        drained.enter()
         let t = Thread {
+            defer { drained.leave() }
             var buf = [UInt8](repeating: 0, count: 16384)
             while true {
                 let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -309,7 +327,8 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
             }
             usleep(10_000)
         }
-        for t in readers { _ = t } // readers end on EOF by themselves
+        // The readers end at EOF, right after qemu; let them hand over the last bytes.
+        _ = readersDone.wait(timeout: .now() + 2)
         state.lock()
         let st = exitStatus ?? 0, killed = killedByUs
         state.unlock()
