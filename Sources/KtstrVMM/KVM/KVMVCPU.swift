@@ -162,12 +162,7 @@ public final class KVMVCPU: @unchecked Sendable {
 
     /// KVM_ENABLE_CAP on this vCPU.
     public func enable(_ cap: KVMCapability, flags: UInt32 = 0, args: [UInt64] = []) throws(KVMError) {
-        var c = kvm_enable_cap()
-        c.cap = UInt32(cap.rawValue)
-        c.flags = flags
-        withUnsafeMutableBytes(of: &c.args) { buf in
-            for (i, a) in args.prefix(4).enumerated() { buf.storeBytes(of: a, toByteOffset: i * 8, as: UInt64.self) }
-        }
+        var c = kvm_enable_cap(cap, flags: flags, args: args)
         _ = try kvmCall("KVM_ENABLE_CAP(\(cap.name))") { ckvm_enable_cap(fd, &c) }
     }
 }

@@ -79,12 +79,7 @@ public final class KVMVM: @unchecked Sendable {
 
     /// KVM_ENABLE_CAP on the VM.
     public func enable(_ cap: KVMCapability, flags: UInt32 = 0, args: [UInt64] = []) throws(KVMError) {
-        var c = kvm_enable_cap()
-        c.cap = UInt32(cap.rawValue)
-        c.flags = flags
-        withUnsafeMutableBytes(of: &c.args) { buf in
-            for (i, a) in args.prefix(4).enumerated() { buf.storeBytes(of: a, toByteOffset: i * 8, as: UInt64.self) }
-        }
+        var c = kvm_enable_cap(cap, flags: flags, args: args)
         _ = try kvmCall("KVM_ENABLE_CAP(\(cap.name))") { ckvm_enable_cap(fd, &c) }
     }
 
@@ -101,6 +96,18 @@ public final class KVMVM: @unchecked Sendable {
         } catch {
             close(vfd)
             throw error
+        }
+    }
+}
+
+extension kvm_enable_cap {
+    /// KVM_ENABLE_CAP's argument (VM or vCPU): at most 4 arguments, the rest dropped.
+    init(_ cap: KVMCapability, flags: UInt32, args: [UInt64]) {
+        self.init()
+        self.cap = UInt32(cap.rawValue)
+        self.flags = flags
+        withUnsafeMutableBytes(of: &self.args) { buf in
+            for (i, a) in args.prefix(4).enumerated() { buf.storeBytes(of: a, toByteOffset: i * 8, as: UInt64.self) }
         }
     }
 }

@@ -44,11 +44,10 @@ public enum KVMMachineError: Error, CustomStringConvertible, Equatable {
 /// Our own VMM booting Linux on /dev/kvm: direct 64-bit boot of a bzImage or vmlinux, in-kernel
 /// irqchip + PIT, ACPI/MP tables for SMP, COM1 console, COM2 agent channel, i8042 reset as
 /// shutdown. vCPU threads, freeze and kill come from `VCPURunner`.
-public final class KVMMachine: Machine, @unchecked Sendable {
+public final class KVMMachine: RunnerBackedMachine, @unchecked Sendable {
     public let backend: BackendKind = .kvm
     public let configuration: KVMMachineConfiguration
     public let guestMemory: GuestMemory
-    public var vcpuCount: Int { runner.vcpuCount }
     /// The full kernel command line the guest got.
     public let commandLine: String
     /// The CPUID mask in effect (after resolving `.automatic`).
@@ -103,19 +102,6 @@ public final class KVMMachine: Machine, @unchecked Sendable {
         self.kernelImage = image
         self.com2 = com2
     }
-
-    public func start() throws { try runner.start() }
-
-    public func freeze(timeout: Duration) throws -> [VCPURegisterSnapshot] { try runner.freeze(timeout: timeout) }
-
-    public func thaw() throws { runner.thaw() }
-
-    public func wait(timeout: Duration) -> MachineExit { runner.wait(timeout: timeout) }
-
-    public func kill() { runner.kill() }
-
-    /// How the run ended, in words (shutdown reason or fatal diagnostic), once it has.
-    public var stopDetail: String? { runner.stopDetail }
 
     /// Host → guest bytes on COM2 (the agent channel's receive side).
     public func sendToChannel(_ bytes: [UInt8]) { com2.send(bytes) }

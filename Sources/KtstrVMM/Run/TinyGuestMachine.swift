@@ -5,7 +5,7 @@ import Synchronization
 /// COM1 (console, collected in `console`), the i8042 and the CMOS clock on the port bus; no
 /// irqchip (unless asked), HLT on the BSP ends the run. Proves the KVM layer, the exit
 /// dispatch and the freeze rendezvous without a kernel.
-public final class TinyGuestMachine: Machine, @unchecked Sendable {
+public final class TinyGuestMachine: RunnerBackedMachine, @unchecked Sendable {
     public static let loadAddress: UInt64 = 0x1000
     public static let memoryBytes: UInt64 = 2 << 20
     /// Per-vCPU scratch (e.g. the counter of `counterLoop`): vCPU i gets `dataAddress + 64*i`
@@ -15,7 +15,6 @@ public final class TinyGuestMachine: Machine, @unchecked Sendable {
     public let backend: BackendKind = .kvm
     public let mode: TinyGuestMode
     public let guestMemory: GuestMemory
-    public var vcpuCount: Int { runner.vcpuCount }
     public let runner: VCPURunner
     private let consoleBytes = ByteCollector()
 
@@ -67,19 +66,6 @@ public final class TinyGuestMachine: Machine, @unchecked Sendable {
             }
         }
     }
-
-    public func start() throws { try runner.start() }
-
-    public func freeze(timeout: Duration) throws -> [VCPURegisterSnapshot] { try runner.freeze(timeout: timeout) }
-
-    public func thaw() throws { runner.thaw() }
-
-    public func wait(timeout: Duration) -> MachineExit { runner.wait(timeout: timeout) }
-
-    public func kill() { runner.kill() }
-
-    /// How the run ended, in words (shutdown reason or fatal diagnostic).
-    public var stopDetail: String? { runner.stopDetail }
 
     /// The per-vCPU counter written by `TinyGuestPayloads.counterLoop`.
     public func counter(of cpu: Int) throws -> UInt64 {
