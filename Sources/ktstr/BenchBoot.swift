@@ -88,17 +88,17 @@ enum BenchBoot {
 
     static func name(_ v: Variant) -> String {
         switch v {
-        case .baseline: "A:qemu-baseline"
-        case .noScheduler: "B:ktstr-no-scheduler"
-        case .simple: "C:ktstr-scx_simple"
+        case .baseline: "qemu-baseline"
+        case .noScheduler: "ktstr-none"
+        case .simple: "ktstr-scx_simple"
         }
     }
 
     static func what(_ v: Variant) -> String {
         switch v {
-        case .baseline: "plain qemu-system-x86_64 -accel tcg boot to a minimal /init that reboots at once"
-        case .noScheduler: "SchedulerRun: no scheduler, idle workload, duration 0"
-        case .simple: "SchedulerRun: scx_simple, 2 spinners for 1 s"
+        case .baseline: "A: plain qemu-system-x86_64 -accel tcg boot to a minimal /init that reboots at once"
+        case .noScheduler: "B: SchedulerRun: no scheduler, idle workload, duration 0"
+        case .simple: "C: SchedulerRun: scx_simple, 2 spinners for 1 s"
         }
     }
 

@@ -95,3 +95,21 @@ import Testing
         #expect(b.initramfs.count < 1024)
     }
 }
+
+private let benchQEMU = try? Provisioning.qemuBinary()
+
+/// One real baseline sample: qemu TCG boots the default kernel to the minimal init, which
+/// prints the marker (checked by `measure`) and reboots (qemu exits with status 0).
+@Suite(.enabled(if: benchQEMU != nil, "qemu-system-x86_64 not on PATH — apt install qemu-system-x86"),
+       .enabled(if: defaultKernel != nil, "default kernel not cached — run `swift run ktstr kernel fetch`"))
+struct BenchBootBaselineTests {
+    @Test(.timeLimit(.minutes(3)))
+    func baselineBootsToTheMinimalInitAndExits() throws {
+        let k = try #require(defaultKernel)
+        let b = BootBaseline(qemuPath: try #require(benchQEMU), kernelPath: k.image, topology: .flat(2), memoryMiB: 256,
+                             marker: "KTSTR-BENCH-\(UUID().uuidString.prefix(8))")
+        let ms = try b.measure(timeout: .seconds(120))
+        #expect(ms > 100 && ms < 120_000)
+        FileHandle.standardError.write(Data("BenchBootBaselineTests: baseline boot took \(Int(ms)) ms\n".utf8))
+    }
+}
