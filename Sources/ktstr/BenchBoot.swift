@@ -113,7 +113,8 @@ enum BenchBoot {
                                            artifactsDirectory: nil, log: .silent)
         let took = clock.now - t0
         guard o.problems.isEmpty, let boot = o.bootMillis else {
-            throw CLIError("invalid sample (\(o.machineExit)): \(o.problems.joined(separator: "; "))")
+            let tail = o.consoleTail.split(separator: "\n").suffix(25).joined(separator: "\n    ")
+            throw CLIError("invalid sample (\(o.machineExit)): \(o.problems.joined(separator: "; "))\n  console tail:\n    \(tail)")
         }
         return (Double(took.components.seconds) * 1e3 + Double(took.components.attoseconds) / 1e15, Double(boot))
     }
