@@ -8,16 +8,17 @@ enum BenchBoot {
     static let help = """
         boot    end-to-end wall time of ktstr runs on qemu TCG against a baseline booted in
                 the same run, interleaved A B C A B C ... (default 5 iterations, 2 vCPUs,
-                512 MiB); per variant min/median/p90/max wall ms (spawn → qemu exit),
-                bootMillis medians, and the ratios median(B)/median(A), median(C)/median(A).
+                512 MiB); per variant min/median/p90/max wall ms (A: spawn → qemu exit;
+                B, C: the whole SchedulerRun.run call), bootMillis (machine start → agent
+                hello) medians, and the ratios median(B)/median(A), median(C)/median(A).
                 A  baseline: plain `qemu-system-x86_64 -accel tcg -M pc`, same kernel, CPU
                    model, -smp topology, -m and kernel command line as ktstr's runs; /init is
-                   a 400-byte static program that prints a marker and reboots (-no-reboot).
+                   a ~250-byte static program that prints a marker and reboots (-no-reboot).
                    Differs from ktstr's qemu only in what the agent needs: no /dev/shm
                    memory backend, no COM2 channel, no QMP, no sh watchdog, console to a
                    file, and an initramfs without the agent, its libraries and a scheduler.
-                B  SchedulerRun, no scheduler, idle workload, duration 0 (agent boot, hello,
-                   done, power-off).
+                B  SchedulerRun (backend forced to qemu-tcg), no scheduler, idle workload,
+                   duration 0 (agent boot, hello, done, power-off).
                 C  SchedulerRun, scx_simple, 2 spinners for 1 s.
                 Each sample is bounded at 120 s (qemu killed); an invalid sample is an error.
                 Options: --iterations 1...1000, --cpus 1...64, --memory 128...65536.

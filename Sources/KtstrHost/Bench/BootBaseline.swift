@@ -8,7 +8,7 @@ import KtstrVMM
 ///
 /// What differs from `QEMUMachine`, because the baseline has no agent: no memory-backend-file
 /// in /dev/shm (plain anonymous RAM), no COM2 channel, no QMP monitor, no `sh` watchdog
-/// wrapper, the console goes to a file instead of a pipe, and the initramfs is one 400-byte
+/// wrapper, the console goes to a file instead of a pipe, and the initramfs is one ~250-byte
 /// file instead of the agent, its libraries and the scheduler.
 public struct BootBaseline: Sendable {
     public var qemuPath: String
