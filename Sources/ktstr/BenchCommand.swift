@@ -10,6 +10,7 @@ struct BenchCommand: CLICommand {
         USAGE: ktstr bench tiny [--iterations N] [--json]
                ktstr bench freeze [--vcpus N] [--iterations N] [--json]
                ktstr bench exits [--iterations N] [--json]
+               ktstr bench boot [--iterations N] [--cpus N] [--memory MiB] [--json]
 
         tiny    boots N tiny guests one after another (default 20) and times the whole
                 lifecycle: create VM → "hello" on COM1 → shutdown → teardown.
@@ -17,6 +18,7 @@ struct BenchCommand: CLICommand {
                 (kick → drain → registers captured → all parked), thawing in between.
         exits   N runs of a guest doing 10000 port writes to an empty port; reports the
                 time per exit (KVM_EXIT_IO round trip through the dispatch) in microseconds.
+        \(BenchBoot.help)
         Prints min/median/p90/max in milliseconds (exits: microseconds).
 
         OPTIONS:
@@ -37,6 +39,7 @@ struct BenchCommand: CLICommand {
     }
 
     func run(_ args: inout Arguments) async throws -> Int32 {
+        if args.items.first == "boot" { _ = args.positional(); return try await BenchBoot.run(&args) }
         let iterations = try args.intOption("iterations") ?? 20
         let vcpus = try args.intOption("vcpus") ?? 4
         let json = args.flag("json")
@@ -57,7 +60,7 @@ struct BenchCommand: CLICommand {
             samples = try exits(iterations)
             title = "port-I/O exit round trip (µs per exit, 10000 exits per run), \(iterations) runs"
         default:
-            throw CLIError("unknown benchmark '\(what)' (known: tiny, freeze, exits)", status: 2)
+            throw CLIError("unknown benchmark '\(what)' (known: tiny, freeze, exits, boot)", status: 2)
         }
         samples.sort()
         func pct(_ p: Double) -> Double { samples[min(samples.count - 1, Int((p * Double(samples.count - 1)).rounded()))] }
