@@ -46,7 +46,8 @@ public struct BootBaseline: Sendable {
     /// qemu's arguments (without the binary).
     public func arguments(initrdPath: String, consolePath: String) -> [String] {
         let t = topology
-        return ["-accel", "tcg",
+        // Same TCG threading as ktstr's own runs (QEMUMachine), or the comparison is unfair.
+        return ["-accel", "tcg,thread=\(QEMUMachine.TCGThreads.fromEnvironment().rawValue)",
                 "-M", "pc",
                 "-m", "\(memoryMiB)M",
                 "-smp", "\(t.vcpuCount),sockets=\(t.llcs),cores=\(t.coresPerLLC),threads=\(t.threadsPerCore)",
