@@ -107,6 +107,8 @@ public enum SchedulerRun {
         let dump = monitorQueue.sync { monitor.finish() }
         var outcome = assemble(collector: collector, backend: decision.backend, started: started, wall: wall,
                                exit: exit, dump: dump, expectScheduler: sched != nil)
+        // A monitor that could not even start must not look like "no failure happened".
+        if dump == nil, let why = monitor.setupProblem { outcome.problems.append("failure monitor: \(why)") }
         if Task.isCancelled { outcome.problems.append("cancelled: the VM was killed") }
         if let dir = artifactsDirectory { writeArtifacts(outcome, to: dir, log: log) }
         try Task.checkCancellation()
