@@ -75,12 +75,9 @@ extension Provisioning {
                                     shell: ProvisioningShell, progress: ProvisioningProgress) throws {
         let scratch = try ProvisioningFiles.scratchDirectory(in: scratchParent, prefix: "kernel")
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        let apt = PrivateApt(root: aptDirectory, shell: shell)
-        let deb = try apt.download(package, into: scratch, progress: progress)
-        progress("unpacking \((deb as NSString).lastPathComponent)")
-        try shell.check(["dpkg-deb", "-x", deb, scratch + "/x"], timeout: 300,
-                        fix: "the download may be corrupt: run the command again")
-        let inside = scratch + "/x/usr/lib/modules/\(version)/vmlinuz.unsigned"
+        let root = try PrivateApt(root: aptDirectory, shell: shell)
+            .downloadAndUnpack(package, into: scratch, timeout: 300, progress: progress)
+        let inside = root + "/usr/lib/modules/\(version)/vmlinuz.unsigned"
         guard BzImagePayload.looksLikeBzImage(atPath: inside) else {
             throw ProvisioningError.failed(step: "unpack \(package)",
                                            detail: "no bzImage at usr/lib/modules/\(version)/vmlinuz.unsigned in the package — the package layout changed; set KTSTR_KERNEL instead")

@@ -94,4 +94,17 @@ public struct PrivateApt: Sendable {
         }
         return directory + "/" + deb
     }
+
+    /// `download` + `dpkg-deb -x` into `<directory>/x`; the .deb is deleted afterwards.
+    /// Returns the unpacked root.
+    public func downloadAndUnpack(_ package: String, into directory: String, timeout: Double,
+                                  progress: ProvisioningProgress) throws -> String {
+        let deb = try download(package, into: directory, progress: progress)
+        progress("unpacking \((deb as NSString).lastPathComponent)")
+        let root = directory + "/x"
+        try shell.check(["dpkg-deb", "-x", deb, root], timeout: timeout,
+                        fix: "the download may be corrupt: run the command again")
+        try? FileManager.default.removeItem(atPath: deb)
+        return root
+    }
 }

@@ -46,13 +46,9 @@ extension Provisioning {
         }
         let scratch = try ProvisioningFiles.scratchDirectory(in: scratchParent, prefix: "src")
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        let apt = PrivateApt(root: aptDirectory, shell: shell)
-        let deb = try apt.download(package, into: scratch, progress: progress)
-        progress("unpacking \(package) (the tools/ subset for sched_ext)")
-        try shell.check(["dpkg-deb", "-x", deb, scratch + "/x"], timeout: 600,
-                        fix: "the download may be corrupt: run the command again")
-        try? FileManager.default.removeItem(atPath: deb)
-        let tarball = scratch + "/x/usr/src/linux-source-\(mm).tar.xz"
+        let root = try PrivateApt(root: aptDirectory, shell: shell)
+            .downloadAndUnpack(package, into: scratch, timeout: 600, progress: progress)
+        let tarball = root + "/usr/src/linux-source-\(mm).tar.xz"
         guard FileManager.default.fileExists(atPath: tarball) else {
             throw ProvisioningError.failed(step: "unpack \(package)",
                                            detail: "no usr/src/linux-source-\(mm).tar.xz in the package — its layout changed")

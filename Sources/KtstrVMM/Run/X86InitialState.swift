@@ -40,12 +40,7 @@ public enum X86InitialState {
             s[keyPath: keyPath].selector = 0
         }
         try vcpu.setSregs(s)
-        var r = kvm_regs()
-        r.rflags = 0x2
-        r.rip = rip
-        r.rsp = rsp
-        edit(&r)
-        try vcpu.setRegs(r)
+        try setEntryRegisters(vcpu, rip: rip, rsp: rsp, edit)
     }
 
     /// 64-bit mode at `rip` using the tables from `writeLongModeTables`. Interrupts off; the
@@ -69,6 +64,13 @@ public enum X86InitialState {
         s.cr0 = cr0PE | cr0ET | cr0NE | cr0PG
         s.efer = eferLME | eferLMA
         try vcpu.setSregs(s)
+        try setEntryRegisters(vcpu, rip: rip, rsp: rsp, edit)
+    }
+
+    /// General registers at entry: only rip, rsp and the always-one RFLAGS bit, then the
+    /// caller's edits (arguments in rdi, rsi...).
+    private static func setEntryRegisters(_ vcpu: KVMVCPU, rip: UInt64, rsp: UInt64,
+                                          _ edit: (inout kvm_regs) -> Void) throws {
         var r = kvm_regs()
         r.rflags = 0x2
         r.rip = rip
