@@ -70,7 +70,7 @@ import Testing
         let ktstr = QEMUMachine(.init(qemuPath: "/usr/bin/qemu-system-x86_64", kernelPath: "/k/vmlinuz", initrdFD: 9,
                                       kernelCmdline: BootBaseline.kernelCmdline, topology: t, memoryMiB: 512,
                                       accelerator: .tcg, console: { _ in }, channel: { _ in }), log: .silent)
-            .arguments(qmpName: "q")
+            .arguments()
         func value(_ flag: String, _ a: [String]) -> String? { a.firstIndex(of: flag).map { a[$0 + 1] } }
         for flag in ["-accel", "-m", "-smp", "-kernel", "-append", "-cpu"] {
             #expect(value(flag, args) == value(flag, ktstr), "\(flag)")

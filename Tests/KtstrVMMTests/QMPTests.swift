@@ -3,28 +3,23 @@ import Glibc
 import Testing
 @testable import KtstrVMM
 
-/// A QMP server stand-in on an abstract socket: greeting, capabilities, one scripted reply
-/// per command, with an event injected before each reply.
+/// A QMP server stand-in on one end of a socketpair (as qemu is): greeting, capabilities, one
+/// scripted reply per command, with an event injected before each reply. `clientFD` is the
+/// other end, for `QMPClient(connected:)`.
 final class FakeQMPServer: @unchecked Sendable {
-    let name = "ktstr-test-qmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-    private let listenFD: Int32
+    let clientFD: Int32
     private(set) var received: [String] = []
     private let lock = NSLock()
     var receivedCommands: [String] { lock.lock(); defer { lock.unlock() }; return received }
 
     init(replies: @escaping @Sendable (String) -> String?) throws {
-        let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(name.utf8)
-        withUnsafeMutableBytes(of: &addr.sun_path) { p in for (i, b) in bytes.enumerated() { p[i + 1] = b } }
-        let len = socklen_t(MemoryLayout<sa_family_t>.size + 1 + bytes.count)
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) } }
-        guard rc == 0, listen(s, 1) == 0 else { throw QMPClient.QMPError.connect("fake server bind") }
-        listenFD = s
+        var sv: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &sv) == 0 else {
+            throw QMPClient.QMPError.connect("fake server socketpair")
+        }
+        clientFD = sv[0]
+        let c = sv[1]
         Thread { [self] in
-            let c = accept(s, nil, nil)
-            guard c >= 0 else { return }
             defer { close(c) }
             func send(_ t: String) { let b = Array((t + "\n").utf8); _ = b.withUnsafeBytes { write(c, $0.baseAddress, $0.count) } }
             send(#"{"QMP": {"version": {}, "capabilities": []}}"#)
@@ -46,7 +41,6 @@ final class FakeQMPServer: @unchecked Sendable {
         }.start()
     }
 
-    deinit { close(listenFD) }
 }
 
 @Suite struct QMPTests {
@@ -58,7 +52,7 @@ final class FakeQMPServer: @unchecked Sendable {
             default: #"{"return": {}}"#
             }
         }
-        let q = try QMPClient(abstractName: server.name, timeout: .seconds(5))
+        let q = try QMPClient(connected: server.clientFD, timeout: .seconds(5))
         try q.execute("stop")
         let text = try q.human("info registers -a")
         #expect(text.hasPrefix("CPU#0"), "\(text)")
@@ -69,15 +63,18 @@ final class FakeQMPServer: @unchecked Sendable {
 
     @Test func aSilentServerTimesOut() throws {
         let server = try FakeQMPServer { _ in nil }
-        let q = try QMPClient(abstractName: server.name, timeout: .seconds(5))
+        let q = try QMPClient(connected: server.clientFD, timeout: .seconds(5))
         let t0 = ContinuousClock.now
         #expect(throws: QMPClient.QMPError.self) { try q.execute("stop", timeout: .milliseconds(200)) }
         #expect(ContinuousClock.now - t0 < .seconds(3))
     }
 
-    @Test func noServerIsAConnectError() {
-        #expect(throws: QMPClient.QMPError.self) {
-            try QMPClient(abstractName: "ktstr-test-nobody-\(getpid())", timeout: .milliseconds(200))
-        }
+    @Test func aPeerThatClosesBeforeTheGreetingIsAnIOError() throws {
+        var sv: [Int32] = [-1, -1]
+        try #require(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &sv) == 0)
+        close(sv[1]) // qemu exited during startup
+        let t0 = ContinuousClock.now
+        #expect(throws: QMPClient.QMPError.self) { try QMPClient(connected: sv[0], timeout: .seconds(5)) }
+        #expect(ContinuousClock.now - t0 < .seconds(1), "EOF must fail at once, not at the timeout")
     }
 }

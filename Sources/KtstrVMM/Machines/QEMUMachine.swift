@@ -5,9 +5,11 @@ import Glibc
 /// kernel directly, with the console on COM1 and the agent channel on COM2 (both host pipes),
 /// guest RAM in a shared memory file the host maps too, and QMP for stop/cont/registers.
 ///
-/// Nothing is left on disk, on any path: the RAM file is unlinked right after it is created
-/// (qemu opens it as /proc/self/fd/3), the initrd is passed the same way by the caller, and
-/// the QMP socket lives in the abstract namespace. qemu runs under a small `sh` in its own
+/// Nothing of a live run can be reached by another process, and nothing is left on disk: the
+/// RAM file is created 0600 and unlinked right after (qemu opens it as /proc/self/fd/3), the
+/// initrd is passed the same way by the caller, console and channel are pipes, and QMP runs
+/// over one end of a `socketpair` that qemu inherits as fd 8 (no listening socket, no name).
+/// docs/SECURITY.md says why each channel is private. qemu runs under a small `sh` in its own
 /// process group that kills it when the host process goes away (its stdin is a pipe whose
 /// write end only this process holds: EOF means we died).
 public final class QEMUMachine: Machine, @unchecked Sendable {
@@ -85,8 +87,8 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     /// Serialises fd creation + spawn across machines (see start()).
     static let spawnLock = NSLock()
 
-    /// Unique per machine; names its QMP socket and RAM file (`ktstr-<host pid>-<n>-<random>`),
-    /// so its processes can be told apart from other machines' in /proc.
+    /// Unique per machine (`ktstr-<host pid>-<n>-<random>`): names its RAM file while it exists
+    /// and is qemu's `-name`, so `ps` and the leftover checks can tell machines apart.
     public let instanceName: String
 
     public init(_ config: Configuration, log: Log = .default) {
@@ -110,10 +112,14 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     }
     private static let emptyMemory: GuestMemory = (try? GuestMemory.anonymous(layout: [])) ?? { fatalError("empty GuestMemory") }()
 
-    /// qemu's argument vector (without the binary), fds 3..6 as set up by `start()`.
-    public func arguments(qmpName: String) -> [String] {
+    /// The fd qemu inherits its end of the QMP socketpair as.
+    static let qmpFD: Int32 = 8
+
+    /// qemu's argument vector (without the binary), fds 3..6 and 8 as set up by `start()`.
+    public func arguments() -> [String] {
         let t = config.topology
-        var a = ["-accel", config.accelerator == .tcg ? "tcg,thread=\(config.tcgThreads.rawValue)" : "kvm",
+        var a = ["-name", instanceName,
+                 "-accel", config.accelerator == .tcg ? "tcg,thread=\(config.tcgThreads.rawValue)" : "kvm",
                  "-M", "pc,memory-backend=ktstr-mem",
                  "-object", "memory-backend-file,id=ktstr-mem,size=\(config.memoryMiB)M,mem-path=/proc/self/fd/3,share=on",
                  "-m", "\(config.memoryMiB)M",
@@ -123,7 +129,9 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
                  "-append", config.kernelCmdline,
                  "-chardev", "file,id=ktstr-con,path=/proc/self/fd/4", "-serial", "chardev:ktstr-con",
                  "-chardev", "file,id=ktstr-chan,path=/proc/self/fd/5", "-serial", "chardev:ktstr-chan",
-                 "-chardev", "socket,id=ktstr-qmp,path=\(qmpName),abstract=on,server=on,wait=off",
+                 // An already-connected socket: qemu listens nowhere, so no other process
+                 // can reach the monitor (an abstract socket was open to every local uid).
+                 "-chardev", "socket,id=ktstr-qmp,fd=\(Self.qmpFD)",
                  "-mon", "chardev=ktstr-qmp,mode=control"]
         // RDRAND lets the guest seed its CRNG at once (with random.trust_cpu=on): the Swift
         // runtime of the agent calls getrandom() at startup, which otherwise blocks under TCG
@@ -134,13 +142,14 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     }
 
     /// Runs qemu under sh: the watchdog reads stdin (fd 7 after the dup) and kills qemu at EOF.
+    /// Only qemu keeps fds 3..6 and 8, so qemu's exit closes the QMP socket and the pipes.
     static let wrapper = """
         exec 7<&0
         "$@" </dev/null &
         q=$!
-        { exec 3<&- 4>&- 5>&- 6<&-; read -r _ <&7; kill -9 $q; } >/dev/null 2>&1 &
+        { exec 3<&- 4>&- 5>&- 6<&- 8<&-; read -r _ <&7; kill -9 $q; } >/dev/null 2>&1 &
         w=$!
-        exec 3<&- 4>&- 5>&- 6<&- 7<&-
+        exec 3<&- 4>&- 5>&- 6<&- 7<&- 8<&-
         wait $q
         rc=$?
         kill $w 2>/dev/null
@@ -172,48 +181,39 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         Self.spawnLock.lock()
         var spawnLocked = true
         defer { if spawnLocked { Self.spawnLock.unlock() } }
-        var con: [Int32] = [-1, -1], chan: [Int32] = [-1, -1], err: [Int32] = [-1, -1], dog: [Int32] = [-1, -1]
-        for i in 0..<4 {
+        // Every fd made here until it has an owner; closed on any early throw.
+        var open: [Int32] = []
+        var handedOver = false
+        defer { if !handedOver { open.forEach { close($0) } } }
+        func pair(_ make: (UnsafeMutablePointer<Int32>) -> Int32, _ what: String) throws -> (Int32, Int32) {
             var p: [Int32] = [-1, -1]
-            guard pipe(&p) == 0 else {
-                [con, chan, err].flatMap { $0 }.filter { $0 >= 0 }.forEach { close($0) }
-                throw QEMUError.setup("pipe: \(String(cString: strerror(errno)))")
+            guard p.withUnsafeMutableBufferPointer({ make($0.baseAddress!) }) == 0 else {
+                throw QEMUError.setup("\(what): \(String(cString: strerror(errno)))")
             }
             for fd in p { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-            switch i { case 0: con = p; case 1: chan = p; case 2: err = p; default: dog = p }
+            open += p
+            return (p[0], p[1])
         }
-        let memory: GuestMemory
-        do {
-            memory = try GuestMemory.mapFile(path: "/proc/self/fd/\(mfd)", layout: QEMUMemoryLayout.pc(ramBytes: ramBytes))
-        } catch {
-            [con, chan, err, dog].flatMap { $0 }.forEach { close($0) }
-            throw error
-        }
+        let con = try pair({ pipe($0) }, "pipe"), chan = try pair({ pipe($0) }, "pipe")
+        let err = try pair({ pipe($0) }, "pipe"), dog = try pair({ pipe($0) }, "pipe")
+        // QMP: a connected pair, ours and qemu's; no socket anyone else could connect to.
+        let qmpPair = try pair({ socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, $0) }, "socketpair")
+        let memory = try GuestMemory.mapFile(path: "/proc/self/fd/\(mfd)", layout: QEMUMemoryLayout.pc(ramBytes: ramBytes))
 
-        let qmpName = unique + "-qmp"
-        // The dup2s below run in order in the child: a source numbered 0...6 would be
-        // overwritten by an earlier one. Use copies numbered ≥ 10 as the sources.
-        var sources: [Int32] = []
-        defer { sources.forEach { close($0) } }
-        for fd in [dog[0], err[1], mfd, con[1], chan[1], config.initrdFD ?? -1] {
-            sources.append(fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 10))
-        }
-        guard !sources.enumerated().contains(where: { $0.offset < 5 && $0.element < 0 }),
-              config.initrdFD == nil || sources[5] >= 0 else {
-            [dog[1], err[0], con[0], chan[0], dog[0], err[1], con[1], chan[1]].forEach { close($0) }
-            throw QEMUError.setup("fcntl(F_DUPFD_CLOEXEC): \(String(cString: strerror(errno)))")
-        }
-        sources.removeAll { $0 < 0 }
+        // The child's fd table: target fd -> our fd. The dup2s run in order in the child, so a
+        // source numbered below 10 could be overwritten by an earlier one: use copies ≥ 10.
+        var targets: [(Int32, Int32)] = [(0, dog.0), (1, err.1), (2, err.1), (3, mfd), (4, con.1), (5, chan.1),
+                                         (Self.qmpFD, qmpPair.1)]
+        if let initrd = config.initrdFD { targets.append((6, initrd)) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, sources[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, sources[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, sources[1], 2)
-        posix_spawn_file_actions_adddup2(&actions, sources[2], 3)
-        posix_spawn_file_actions_adddup2(&actions, sources[3], 4)
-        posix_spawn_file_actions_adddup2(&actions, sources[4], 5)
-        if config.initrdFD != nil { posix_spawn_file_actions_adddup2(&actions, sources[5], 6) }
+        for (target, fd) in targets {
+            let copy = fcntl(fd, F_DUPFD_CLOEXEC, 10)
+            guard copy >= 0 else { throw QEMUError.setup("fcntl(F_DUPFD_CLOEXEC): \(String(cString: strerror(errno)))") }
+            open.append(copy)
+            posix_spawn_file_actions_adddup2(&actions, copy, target)
+        }
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
@@ -227,49 +227,46 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         posix_spawnattr_setsigdefault(&attr, &dfl)
         posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
-        let argv = ["/bin/sh", "-c", Self.wrapper, "ktstr-qemu", config.qemuPath] + arguments(qmpName: qmpName)
+        let argv = ["/bin/sh", "-c", Self.wrapper, "ktstr-qemu", config.qemuPath] + arguments()
         log.debug("qemu: \(argv.dropFirst(4).joined(separator: " "))")
         let cargv: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { cargv.forEach { free($0) } }
         var child: pid_t = 0
         let rc = posix_spawn(&child, "/bin/sh", &actions, &attr, cargv, environ)
-        // The child has its copies; ours of the write ends must go so readers see EOF.
-        for fd in [dog[0], err[1], con[1], chan[1]] + sources { close(fd) }
-        sources = []
+        // The child has its copies. Ours of its ends must go, so that our readers see EOF and
+        // qemu's exit closes the QMP connection; we keep the read ends, QMP and the watchdog.
+        let kept: Set<Int32> = [con.0, chan.0, err.0, dog.1, qmpPair.0]
+        for fd in open where !kept.contains(fd) { close(fd) }
+        open = Array(kept)
         Self.spawnLock.unlock()
         spawnLocked = false
-        guard rc == 0 else {
-            for fd in [dog[1], err[0], con[0], chan[0]] { close(fd) }
-            throw QEMUError.spawn(String(cString: strerror(rc)))
-        }
+        guard rc == 0 else { throw QEMUError.spawn(String(cString: strerror(rc))) }
+        handedOver = true
         state.lock()
         pid = child
-        watchdogWrite = dog[1]
+        watchdogWrite = dog.1
         self.memory = memory
         state.unlock()
 
-        startReader(fd: con[0], name: "console", sink: config.console)
-        startReader(fd: chan[0], name: "channel", sink: config.channel)
+        startReader(fd: con.0, name: "console", sink: config.console)
+        startReader(fd: chan.0, name: "channel", sink: config.channel)
         let errText = stderrText
-        startReader(fd: err[0], name: "stderr") { errText.append($0) }
+        startReader(fd: err.0, name: "stderr") { errText.append($0) }
 
-        // QMP comes up once qemu has parsed its options and built the machine.
-        let deadline = ContinuousClock.now + .seconds(20)
-        while qmp == nil {
+        // The greeting comes once qemu has parsed its options and built the machine; if qemu
+        // exits first, its end closes and the client fails at once.
+        do {
+            let c = try QMPClient(connected: qmpPair.0, timeout: .seconds(20))
+            state.lock(); qmp = c; state.unlock()
+        } catch {
+            if !reap(blocking: false) { usleep(200_000) }
             if reap(blocking: false) {
                 state.lock(); let killed = killedByUs; state.unlock()
                 if killed { throw QEMUError.setup("killed while starting") }
                 throw QEMUError.exitedEarly(Self.oneLine(stderrText.text))
             }
-            if let c = try? QMPClient(abstractName: qmpName, timeout: .seconds(5)) {
-                state.lock(); qmp = c; state.unlock()
-                break
-            }
-            guard ContinuousClock.now < deadline else {
-                kill()
-                throw QEMUError.setup("QMP did not come up within 20 s (\(stderrText.text))")
-            }
-            usleep(20_000)
+            kill()
+            throw QEMUError.setup("QMP did not come up within 20 s: \(error) (\(Self.oneLine(stderrText.text)))")
         }
         log.debug("qemu: pid \(child) started (\(backend.rawValue), \(config.topology), \(config.memoryMiB) MiB)")
     }
@@ -342,6 +339,14 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     static func oneLine(_ text: String) -> String {
         text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { !$0.isEmpty }.joined(separator: "; ")
+    }
+
+    /// The machine's process group (the sh wrapper, its watchdog and qemu), or nil before
+    /// start and after exit. Tests use it to find qemu's pid and look at what it holds open.
+    public var processGroup: pid_t? {
+        state.lock()
+        defer { state.unlock() }
+        return pid > 0 && exitStatus == nil ? pid : nil
     }
 
     /// qemu's own stderr (errors about options, files, accelerators).

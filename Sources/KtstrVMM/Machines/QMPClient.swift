@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
 
-/// A blocking QMP client over a unix socket (abstract namespace: nothing on disk).
+/// A blocking QMP client over a connected unix socket (a socketpair with qemu: nothing has a name).
 /// Commands are serialised; every read is bounded by a deadline; asynchronous events that
 /// arrive between replies are skipped.
 public final class QMPClient: @unchecked Sendable {
@@ -25,29 +25,11 @@ public final class QMPClient: @unchecked Sendable {
     private var splitter = LineSplitter(maxLine: 4 << 20)
     private var pending: [String] = []
 
-    /// Connects to `@name` and negotiates capabilities.
-    public init(abstractName: String, timeout: Duration) throws {
-        let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard s >= 0 else { throw QMPError.connect(String(cString: strerror(errno))) }
-        fd = s
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let name = Array(abstractName.utf8)
-        guard name.count < MemoryLayout.size(ofValue: addr.sun_path) - 1 else {
-            close(s)
-            throw QMPError.connect("socket name too long")
-        }
-        withUnsafeMutableBytes(of: &addr.sun_path) { p in
-            p[0] = 0
-            for (i, b) in name.enumerated() { p[i + 1] = b }
-        }
-        let len = socklen_t(MemoryLayout<sa_family_t>.size + 1 + name.count)
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(s, $0, len) } }
-        guard rc == 0 else {
-            let e = errno
-            close(s)
-            throw QMPError.connect(String(cString: strerror(e)))
-        }
+    /// Takes ownership of `fd`, an already-connected stream socket (our end of the
+    /// socketpair qemu inherited), reads the greeting and negotiates capabilities. On a
+    /// throw the fd is closed.
+    public init(connected fd: Int32, timeout: Duration) throws {
+        self.fd = fd
         let deadline = ContinuousClock.now + timeout
         _ = try readMessage(until: deadline, command: "greeting")
         _ = try execute("qmp_capabilities", timeout: timeout)
