@@ -1,5 +1,10 @@
 import Foundation
 import Synchronization
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 /// Facts about the guest kernel that decide whether a scheduler test can run on it.
 /// (Which VMM runs it is `BackendSelection`'s business.)

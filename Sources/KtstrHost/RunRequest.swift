@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 /// Which VMM to use. `.auto`: KVMMachine when the host can boot Linux under KVM (vmx/svm
 /// present and /dev/kvm usable), else qemu with TCG. `KTSTR_BACKEND=kvm|qemu|qemu-tcg`

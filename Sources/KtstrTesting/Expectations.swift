@@ -1,5 +1,8 @@
 /// Assertions on a run's outcome. Each records its issue at the caller's line and says what
 /// actually happened (kind, code, reason, message), so a failure reads without the console.
+import KtstrMachine
+import KtstrSchedExt
+import KtstrProtocol
 extension RunOutcome {
     /// One line: how the scheduler ended, for failure messages.
     public var exitSummary: String {

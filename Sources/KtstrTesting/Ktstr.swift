@@ -1,5 +1,8 @@
 import Foundation
 import Synchronization
+import KtstrMachine
+import KtstrSchedExt
+import KtstrProtocol
 
 /// What a `.ktstr(...)` trait hands its test body.
 public final class KtstrContext: Sendable {

@@ -1,4 +1,7 @@
 import Foundation
+import KtstrMachine
+import KtstrSchedExt
+import KtstrProtocol
 
 /// Whether this host can run a ktstr VM test, and if not, why and how to fix it.
 /// Used by `.ktstr(...)` to skip (not fail, not pass) tests that cannot run here.

@@ -1,5 +1,8 @@
 import Foundation
 import Synchronization
+import KtstrMachine
+import KtstrSchedExt
+import KtstrProtocol
 
 /// `.ktstr(...)`: run this test (or every test of this suite) against a fresh guest VM.
 ///

@@ -1,4 +1,7 @@
 import Foundation
+import KtstrMachine
+import KtstrSchedExt
+import KtstrProtocol
 
 /// JSON and text forms of outcomes and dumps, for attachments and artifact files.
 enum OutcomeFormatter {

@@ -1,6 +1,11 @@
 import Foundation
 import KtstrHost
 import KtstrVMM
+import KtstrMachine
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
+import KtstrFixtures
 
 /// `ktstr bench boot`: ktstr's end-to-end runs on qemu TCG against a plain qemu boot of the
 /// same kernel, measured in the same run, interleaved (A B C A B C ...).

@@ -1,5 +1,10 @@
 import Foundation
 import KtstrVMM
+import KtstrMachine
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
+import KtstrFixtures
 
 /// `ktstr bench tiny`: how long one tiny-guest lifecycle takes on our VMM
 /// (create VM → "hello" on COM1 → shutdown → teardown of fds, mappings and threads).

@@ -1,6 +1,11 @@
 import Foundation
 import KtstrHost
 import KtstrVMM
+import KtstrMachine
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
+import KtstrFixtures
 
 /// `ktstr boot`: boot a kernel on our own VMM (KVMMachine) and stream its console.
 struct BootCommand: CLICommand {

@@ -1,4 +1,10 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
+import KtstrFixtures
 
 /// One `ktstr` subcommand. Each lives in its own file; `KtstrCLI.swift` lists them.
 protocol CLICommand: Sendable {

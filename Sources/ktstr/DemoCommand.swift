@@ -1,5 +1,11 @@
 import Foundation
 import KtstrHost
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
+import KtstrFixtures
 
 /// `ktstr demo`: the main job end to end on the default kernel — set up (cached), run a
 /// healthy scheduler and a failing one, show both outcomes and the failure dump.

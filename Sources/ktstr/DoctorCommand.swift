@@ -1,5 +1,11 @@
 import Foundation
 import KtstrHost
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
+import KtstrFixtures
 
 /// `ktstr doctor`: what this host can run and why, what is cached, what is missing.
 struct DoctorCommand: CLICommand {

@@ -1,5 +1,11 @@
 import Foundation
 import KtstrHost
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
+import KtstrFixtures
 
 /// `ktstr kernel fetch` / `ktstr kernel list`.
 struct KernelCommand: CLICommand {

@@ -1,4 +1,10 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
+import KtstrFixtures
 
 @main
 struct KtstrCLI {

@@ -1,5 +1,11 @@
 import Foundation
 import KtstrHost
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
+import KtstrFixtures
 
 /// `ktstr run`: one scheduler + workload in a fresh VM; the outcome on stdout.
 struct RunCommand: CLICommand {

@@ -1,5 +1,11 @@
 import Foundation
 import KtstrHost
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
+import KtstrFixtures
 
 /// `ktstr setup`: installs and builds everything ktstr needs, each step cached.
 struct SetupCommand: CLICommand {

@@ -1,5 +1,7 @@
 import Testing
+@testable import KtstrMachine
 @testable import KtstrVMM
+@testable import KtstrFixtures
 
 @Suite struct CMOSClockTests {
     /// 2026-12-01 13:07:29 UTC, a Tuesday.

@@ -1,7 +1,9 @@
 import Foundation
 import Synchronization
 import Testing
+@testable import KtstrMachine
 @testable import KtstrVMM
+@testable import KtstrFixtures
 
 /// What the guest's CPUID instruction really returns after KVMLinuxBoot set the table: a
 /// tiny 64-bit guest (entered with the same state as a kernel) executes CPUID and reports

@@ -1,5 +1,7 @@
 import Testing
+@testable import KtstrMachine
 @testable import KtstrVMM
+@testable import KtstrFixtures
 
 /// A KVM_GET_SUPPORTED_CPUID-like table for an Intel (or AMD) host with 4 cache levels.
 func sampleSupported(amd: Bool = false) -> [CPUIDEntry] {

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
+@testable import KtstrMachine
 @testable import KtstrVMM
+@testable import KtstrFixtures
 
 @Suite struct ConsoleRecorderTests {
     @Test func findsTextSplitAcrossWrites() {

@@ -2,7 +2,9 @@ import CKVM
 import Glibc
 import Synchronization
 import Testing
+@testable import KtstrMachine
 @testable import KtstrVMM
+@testable import KtstrFixtures
 
 /// A fake kvm_run mapping (two pages, like KVM's: kvm_run + the PIO data page).
 final class FakeRun {

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
+@testable import KtstrMachine
 @testable import KtstrVMM
+@testable import KtstrFixtures
 
 /// A port device whose accesses take `delay` (reads return 0x5a): a vCPU inside it cannot park.
 final class SlowPortDevice: PortIODevice {

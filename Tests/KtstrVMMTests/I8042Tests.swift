@@ -1,5 +1,7 @@
 import Testing
+@testable import KtstrMachine
 @testable import KtstrVMM
+@testable import KtstrFixtures
 
 @Suite struct I8042Tests {
     @Test func resetCommandOnCommandPortRequestsReset() {

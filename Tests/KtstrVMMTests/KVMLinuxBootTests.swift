@@ -1,6 +1,8 @@
 import CKVM
 import Testing
+@testable import KtstrMachine
 @testable import KtstrVMM
+@testable import KtstrFixtures
 
 /// The guest image KVMMachine builds, checked in plain memory (no KVM needed).
 @Suite struct KVMLinuxBootTests {

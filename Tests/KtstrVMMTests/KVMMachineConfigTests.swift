@@ -1,6 +1,8 @@
 import Foundation
 import Testing
+@testable import KtstrMachine
 @testable import KtstrVMM
+@testable import KtstrFixtures
 
 /// Configuration checks that refuse before any KVM object exists.
 @Suite struct KVMMachineConfigTests {

@@ -1,6 +1,8 @@
 import CKVM
 import Testing
+@testable import KtstrMachine
 @testable import KtstrVMM
+@testable import KtstrFixtures
 
 @Suite(.enabled(if: kvmUnavailable == nil, Comment(rawValue: kvmUnavailable ?? "")))
 struct KVMSystemTests {

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
+@testable import KtstrMachine
 @testable import KtstrVMM
+@testable import KtstrFixtures
 
 /// A minimal bzImage: boot sector + `sects` setup sectors + a protected-mode part.
 func syntheticBzImage(version: UInt16 = 0x020f, sects: UInt8 = 2, xloadflags: UInt16 = 0x7f,

@@ -1,5 +1,7 @@
 import Testing
+@testable import KtstrMachine
 @testable import KtstrVMM
+@testable import KtstrFixtures
 
 @Suite struct MPTableTests {
     static func sum(_ b: ArraySlice<UInt8>) -> UInt8 { b.reduce(0, &+) }

@@ -1,6 +1,8 @@
 import Synchronization
 import Testing
+@testable import KtstrMachine
 @testable import KtstrVMM
+@testable import KtstrFixtures
 
 @Suite struct Serial16550Tests {
     typealias R = Serial16550.Register

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
+@testable import KtstrMachine
 @testable import KtstrVMM
+@testable import KtstrFixtures
 
 /// Why the KVM tests cannot run here, or nil when /dev/kvm is usable.
 let kvmUnavailable: String? = KVMSystem.unavailableReason()
@@ -210,7 +212,7 @@ struct TinyGuestTests {
         // Slot 0 on vCPU 1's counter (a word the guest stores to), slot 1 on vCPU 0's.
         let word = TinyGuestMachine.dataAddress + 64
         try m.runner.watchExitKind(guestVirtual: word, host: UnsafeRawPointer(try m.guestMemory.hostAddress(of: word, length: 4)),
-                                   onTrigger: nil)
+                                   threshold: 1024, onTrigger: nil)
         var set = m.runner.armedWatchpoints
         try set.arm(slot: 1, guestVirtual: TinyGuestMachine.dataAddress)
         try m.runner.setWatchpoints(set)

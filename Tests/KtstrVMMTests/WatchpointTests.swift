@@ -1,7 +1,9 @@
 import CKVM
 import Synchronization
 import Testing
+@testable import KtstrMachine
 @testable import KtstrVMM
+@testable import KtstrFixtures
 
 @Suite struct WatchpointTests {
     @Test func slot0DR7EnablesA4ByteWriteWatch() throws {

@@ -13,17 +13,6 @@
 #include <sys/eventfd.h>
 #include <linux/kvm.h>
 
-// MARK: - Volatile / atomic helpers
-
-// A volatile 32-bit load from host memory that the guest may be writing concurrently
-// (used by the exit_kind watch: the compiler must not cache or tear the read).
-static inline uint32_t ckvm_load_volatile_u32(const void *p) {
-    return *(const volatile uint32_t *)p;
-}
-static inline uint64_t ckvm_load_volatile_u64(const void *p) {
-    return *(const volatile uint64_t *)p;
-}
-
 // MARK: - System (/dev/kvm) ioctls
 
 static inline int ckvm_get_api_version(int kvm) { return ioctl(kvm, KVM_GET_API_VERSION, 0); }

@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 /// What `ktstr bench boot` reports: per variant the wall-time summary (and ktstr's own
 /// `bootMillis` where there is one), and each ktstr variant's median over the baseline's.

@@ -1,4 +1,9 @@
 /// Summary of one benchmark variant's samples (milliseconds).
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 public struct BenchSummary: Codable, Sendable, Equatable {
     public var count: Int
     public var min: Double

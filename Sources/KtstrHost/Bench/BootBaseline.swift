@@ -1,5 +1,9 @@
 import Foundation
 import KtstrVMM
+import KtstrMachine
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 /// The baseline of `ktstr bench boot`: a plain `qemu-system-x86_64 -accel tcg` boot of the
 /// same kernel, with the same machine, CPU model, topology, memory size and kernel command

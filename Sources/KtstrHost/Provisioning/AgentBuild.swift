@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 extension Provisioning {
     /// Shared libraries the guest agent may need: the C runtime family. Anything from the

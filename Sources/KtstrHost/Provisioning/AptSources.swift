@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 /// The system's apt sources, read only to learn which Debian mirror this machine uses, and
 /// the private deb822 file ktstr writes for trixie-backports (the system's config is never

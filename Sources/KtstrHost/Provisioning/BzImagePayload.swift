@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 /// Where the compressed kernel (the ELF vmlinux) sits inside a bzImage, from its setup
 /// header (Documentation/arch/x86/boot.rst): the protected-mode part starts at

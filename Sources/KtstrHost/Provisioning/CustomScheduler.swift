@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 extension Provisioning {
     /// Builds a scheduler laid out like the kernel's tools/sched_ext ones — `<name>.bpf.c`

@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 /// A progress line for a provisioning step that takes over a second ("downloading ...").
 public typealias ProvisioningProgress = @Sendable (String) -> Void

@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 /// apt-get with a private sources list, lists and cache under `<cache>/apt`: downloads
 /// packages from trixie-backports without reading or changing the system's apt config.

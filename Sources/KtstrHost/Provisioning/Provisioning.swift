@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 /// A guest kernel on disk.
 public struct KernelArtifacts: Sendable, Codable, Hashable {

@@ -2,6 +2,11 @@ import Foundation
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 #endif
 
 /// Runs the external tools provisioning needs (apt-get, dpkg-deb, tar, zstd, make, swift)

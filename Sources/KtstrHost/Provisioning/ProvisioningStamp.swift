@@ -1,6 +1,11 @@
 import Foundation
 #if canImport(Glibc)
 import Glibc
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 #endif
 
 /// A step's "done" marker: a small file holding the key the step was done for (inputs,

@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 extension Provisioning {
     /// The parts of the kernel tree that building tools/sched_ext needs (libbpf, bpftool,

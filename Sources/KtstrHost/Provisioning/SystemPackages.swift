@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 extension Provisioning {
     /// Debian packages `ktstr setup` needs, with what each is for.

@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 /// Picks the VMM for a run: an explicit choice (argument, else `KTSTR_BACKEND`), or automatic:
 /// hardware virtualisation (vmx/svm in /proc/cpuinfo and /dev/kvm opens) → KVM, else TCG.

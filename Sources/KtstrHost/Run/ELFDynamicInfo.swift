@@ -4,6 +4,11 @@
 /// Only 64-bit little-endian x86-64 files are accepted (the guest's ABI). The parser is
 /// bounded: every offset and size is checked against the file, counts are capped, and a
 /// corrupt file is an `ELFError`, never a crash.
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 public struct ELFDynamicInfo: Sendable, Equatable {
     public var interpreter: String?
     public var needed: [String]

@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 /// Builds the initramfs of one run (docs/PROTOCOLS.md "Initramfs the host builds"): the agent
 /// as /init, the scheduler at /ktstr/bin/scheduler, every shared library both load (at the

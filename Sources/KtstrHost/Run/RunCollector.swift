@@ -1,11 +1,16 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 /// Gathers what one run's guest says: the console tail and the agent's messages. Fed from
 /// qemu's reader threads, read once the machine is gone. Bounded: the guest is hostile.
 final class RunCollector: @unchecked Sendable {
     private let lock = NSLock()
     private var console: [UInt8] = []
-    private var splitter = LineSplitter()
+    private var splitter = LineSplitter(maxLine: AgentMessage.maxLineBytes)
     private(set) var messages: [AgentMessage] = []
     private(set) var helloAt: ContinuousClock.Instant?
     let consoleLimit: Int

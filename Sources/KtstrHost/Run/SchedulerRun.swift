@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 /// One scheduler run: plan → initramfs → machine → agent channel → `RunOutcome`
 /// (docs/PROTOCOLS.md "KtstrHost entry point").

@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 /// Finds every file the dynamic loader opens to start a set of programs: the PT_INTERP loader
 /// and the transitive DT_NEEDED libraries, resolved the way glibc's ld.so does (DT_RPATH of

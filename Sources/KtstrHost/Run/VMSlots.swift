@@ -1,4 +1,9 @@
 import Foundation
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
 
 /// Bounds how many VMs one process runs at once, so parallel tests do not oversubscribe the
 /// host's CPUs: each VM holds `min(vCPUs, capacity)` units of a pool of host cores. With

@@ -1,4 +1,5 @@
 import Foundation
+import KtstrMachine
 
 /// The MC146818 CMOS real-time clock behind ports 0x70 (index) and 0x71 (data), as a pure
 /// state machine with an injected time source.

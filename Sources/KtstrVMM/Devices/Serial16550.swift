@@ -7,6 +7,7 @@
 /// loopback (the probe sets MCR.LOOP|OUT2|RTS and expects MSR = DCD|CTS), and the THR-empty
 /// interrupt that re-asserts after every THR write and on enabling ETBEI — the driver sends
 /// userspace writes from that interrupt. The transmitter is infinitely fast: THR is always empty.
+import KtstrMachine
 public struct Serial16550: Sendable, Equatable {
     // Register offsets from the base port.
     public enum Register {

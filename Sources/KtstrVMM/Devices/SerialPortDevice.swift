@@ -1,4 +1,5 @@
 import Synchronization
+import KtstrMachine
 
 /// A `Serial16550` on the port bus: transmitted bytes go to `sink`, the UART's interrupt
 /// output drives `irq` (asserted/deasserted only when the level changes), and host input is

@@ -1,5 +1,6 @@
 import CKVM
 import Glibc
+import KtstrMachine
 
 /// An owned eventfd (closed on deinit): a counter the kernel can wait on. Used for the
 /// freeze rendezvous and, with `KVMVM.registerIRQFD`, to inject interrupts without an ioctl.

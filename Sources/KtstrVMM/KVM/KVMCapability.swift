@@ -1,4 +1,5 @@
 import CKVM
+import KtstrMachine
 
 /// A `KVM_CAP_*` value with its name, for `KVMSystem.check` / `KVMVM.check` and for errors.
 public struct KVMCapability: Hashable, Sendable, CustomStringConvertible {

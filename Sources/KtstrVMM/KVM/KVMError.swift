@@ -1,4 +1,5 @@
 import Glibc
+import KtstrMachine
 
 /// A failed KVM operation: which call, the errno, and what to do about it, in one line.
 public enum KVMError: Error, CustomStringConvertible, Equatable {

@@ -1,5 +1,6 @@
 import CKVM
 import Glibc
+import KtstrMachine
 
 /// The open `/dev/kvm`: API version, capabilities, supported CPUID, and VM creation.
 /// Closes the fd on deinit.

@@ -1,5 +1,6 @@
 import CKVM
 import Glibc
+import KtstrMachine
 
 /// One vCPU: its fd and its mmap'd `kvm_run`. Closes/unmaps on deinit.
 ///

@@ -1,5 +1,6 @@
 import CKVM
 import Glibc
+import KtstrMachine
 
 /// One KVM virtual machine (a VM fd): memory slots, in-kernel irqchip/PIT, IRQ lines, vCPUs.
 /// Closes the fd on deinit; keeps the `GuestMemory` it registered alive as long as it lives.

@@ -1,4 +1,5 @@
 import Foundation
+import KtstrMachine
 
 /// What a `KVMMachine` boots and how.
 public struct KVMMachineConfiguration: Sendable {

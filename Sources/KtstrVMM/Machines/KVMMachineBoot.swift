@@ -1,4 +1,5 @@
 import CKVM
+import KtstrMachine
 
 /// The x86-64 direct Linux boot on KVM objects: guest RAM contents (kernel, zero page,
 /// command line, initrd, page tables, GDT, MP table), the in-kernel irqchip + PIT, and

@@ -1,4 +1,5 @@
 import Foundation
+import KtstrMachine
 
 /// Collects a guest's console bytes (from any thread) and lets a caller wait for a text to
 /// appear, with a deadline. Keeps the newest `capacity` bytes; `tail` is what a failure

@@ -1,4 +1,5 @@
 import CKVM
+import KtstrMachine
 
 /// What the vCPU loop does after an exit.
 public enum ExitAction: Sendable, Equatable {

@@ -2,6 +2,7 @@ import CKVM
 import Foundation
 import Glibc
 import Synchronization
+import KtstrMachine
 
 /// Why a freeze did not produce snapshots.
 public enum FreezeError: Error, CustomStringConvertible, Equatable {

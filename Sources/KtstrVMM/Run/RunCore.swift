@@ -2,6 +2,7 @@ import CKVM
 import Foundation
 import Glibc
 import Synchronization
+import KtstrMachine
 
 /// The shared state of a run. vCPU threads retain this, not the public `VCPURunner`, so
 /// dropping the runner can still stop and join them.

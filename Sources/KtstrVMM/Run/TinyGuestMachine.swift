@@ -1,5 +1,15 @@
 import Foundation
 import Synchronization
+import KtstrMachine
+
+/// How a tiny guest's payload expects the vCPU: where it starts and in which mode.
+public enum TinyGuestMode: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// 16-bit real mode, flat segments (CS = 0).
+    case real
+    /// 64-bit long mode, identity-mapped first GiB.
+    case long
+    public var description: String { rawValue }
+}
 
 /// A VM for a hand-assembled payload: 2 MiB of RAM at 0, the payload at `loadAddress`;
 /// COM1 (console, collected in `console`), the i8042 and the CMOS clock on the port bus; no
@@ -70,24 +80,5 @@ public final class TinyGuestMachine: RunnerBackedMachine, @unchecked Sendable {
     /// The per-vCPU counter written by `TinyGuestPayloads.counterLoop`.
     public func counter(of cpu: Int) throws -> UInt64 {
         try guestMemory.read(UInt64.self, at: Self.dataAddress + 64 * UInt64(cpu))
-    }
-}
-
-/// `ktstr demo` (for now) and `ktstr bench tiny`: one tiny guest that prints on COM1.
-public enum TinyGuestDemo {
-    public struct Result: Sendable {
-        public var console: String
-        public var exit: MachineExit
-        public var detail: String?
-    }
-
-    /// Boots a guest that prints `text` on COM1 and halts; returns what it printed.
-    /// Throws `KVMError` (one line with the fix) when KVM is unusable.
-    public static func run(text: String = "hello\n", mode: TinyGuestMode = .long,
-                           timeout: Duration = .seconds(10), log: Log = .default) throws -> Result {
-        let m = try TinyGuestMachine(payload: TinyGuestPayloads.print(text, mode: mode), mode: mode, log: log)
-        try m.start()
-        let exit = m.wait(timeout: timeout)
-        return Result(console: m.console, exit: exit, detail: m.stopDetail)
     }
 }

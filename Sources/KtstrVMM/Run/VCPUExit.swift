@@ -1,4 +1,5 @@
 import CKVM
+import KtstrMachine
 
 /// Why KVM_RUN returned to userspace, decoded from `kvm_run` into Swift values.
 /// Pure data: `ExitDispatch` decides what to do with it.

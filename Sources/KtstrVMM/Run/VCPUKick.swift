@@ -1,4 +1,5 @@
 import Glibc
+import KtstrMachine
 
 /// The signal that knocks a vCPU thread out of KVM_RUN.
 ///

@@ -2,6 +2,7 @@ import CKVM
 import Foundation
 import Glibc
 import Synchronization
+import KtstrMachine
 
 /// The vCPU thread: KVM_RUN, exit dispatch, halt policy, stop-everything on the first
 /// shutdown or fatal, parking on freeze.

@@ -2,6 +2,7 @@ import CKVM
 import Foundation
 import Glibc
 import Synchronization
+import KtstrMachine
 
 /// Runs the vCPUs of one VM, one dedicated pthread each (never the Swift cooperative pool),
 /// and implements the run loop, the stop-everything-on-shutdown rule, and the freeze
@@ -97,14 +98,14 @@ public final class VCPURunner: @unchecked Sendable {
     }
 
     /// The exit_kind watch: DR0 on `guestVirtual` (the scheduler's `exit_kind`, 4 bytes),
-    /// gated on the value at `host` (the same word through `guestMemory`) being an error kind;
+    /// gated on the value at `host` (the same word through `guestMemory`) being ≥ `threshold`;
     /// `onTrigger` runs once, on the vCPU thread that hit (do not freeze from it). Debug
     /// registers do not fire on every host (nested PVM): poll the word there instead.
-    public func watchExitKind(guestVirtual: UInt64, host: UnsafeRawPointer,
+    public func watchExitKind(guestVirtual: UInt64, host: UnsafeRawPointer, threshold: UInt32,
                               onTrigger: (@Sendable (UInt32) -> Void)?) throws {
         var set = armedWatchpoints
         try set.arm(slot: 0, guestVirtual: guestVirtual)
-        watchpoints.watchExitKind(host: host, onTrigger: onTrigger)
+        watchpoints.watchExitKind(host: host, threshold: threshold, onTrigger: onTrigger)
         try setWatchpoints(set)
     }
 }

@@ -1,5 +1,7 @@
 import CKVM
+import CVolatile
 import Synchronization
+import KtstrMachine
 
 /// Up to four 4-byte write watchpoints in DR0..DR3, as KVM_SET_GUEST_DEBUG wants them.
 /// Slot 0 is the sched_ext exit_kind watch; slots 1...3 are for users.
@@ -69,14 +71,14 @@ public struct WatchpointSet: Sendable, Equatable {
 /// Reacts to KVM_EXIT_DEBUG for the armed `WatchpointSet` (called on vCPU threads).
 ///
 /// Slot 0 watches the scheduler's `exit_kind`: a hit latches the failure trigger only when
-/// the value now stored there (read through `exitKindHost`, volatile) is an error kind
-/// (>= SCX_EXIT_ERROR, 1024). A clean exit (DONE = 1, UNREG = 64...) writes the same word
-/// and must not trigger. Hits on slots 1...3 are counted for the user.
+/// the value now stored there (read through `exitKindHost`, volatile) is at or above the
+/// caller's threshold (the monitor passes SCX_EXIT_ERROR). A clean exit (DONE, UNREG...)
+/// writes the same word and must not trigger. Hits on slots 1...3 are counted for the user.
 public final class WatchpointMonitor: Sendable {
-    /// Values at or above this in the slot-0 word latch the failure trigger.
-    public let errorThreshold: UInt32
     private struct Target: Sendable {
         var exitKindHost: UnsafeRawPointerBox?
+        /// Values at or above this in the slot-0 word latch the failure trigger.
+        var threshold: UInt32
         var onTrigger: (@Sendable (UInt32) -> Void)?
     }
     private let target: Mutex<Target>
@@ -88,15 +90,17 @@ public final class WatchpointMonitor: Sendable {
     /// usually unknown when the VM is built: pass nil and call `watchExitKind` later.
     /// `onTrigger` runs on the vCPU thread that hit the watchpoint, once: keep it short and
     /// do not freeze from it (that vCPU could never park) — signal another thread instead.
-    public init(exitKindHost: UnsafeRawPointer? = nil, errorThreshold: UInt32 = UInt32(ExitKind.errorThreshold),
+    public init(exitKindHost: UnsafeRawPointer? = nil, threshold: UInt32 = .max,
                 onTrigger: (@Sendable (UInt32) -> Void)? = nil) {
-        self.target = Mutex(Target(exitKindHost: exitKindHost.map(UnsafeRawPointerBox.init), onTrigger: onTrigger))
-        self.errorThreshold = errorThreshold
+        self.target = Mutex(Target(exitKindHost: exitKindHost.map(UnsafeRawPointerBox.init), threshold: threshold,
+                                   onTrigger: onTrigger))
     }
 
     /// Points slot 0's gate at `host` (the exit_kind word) and sets the trigger callback.
-    public func watchExitKind(host: UnsafeRawPointer?, onTrigger: (@Sendable (UInt32) -> Void)?) {
-        target.withLock { $0 = Target(exitKindHost: host.map(UnsafeRawPointerBox.init), onTrigger: onTrigger) }
+    public func watchExitKind(host: UnsafeRawPointer?, threshold: UInt32, onTrigger: (@Sendable (UInt32) -> Void)?) {
+        target.withLock {
+            $0 = Target(exitKindHost: host.map(UnsafeRawPointerBox.init), threshold: threshold, onTrigger: onTrigger)
+        }
     }
 
     /// True once slot 0 saw an error-class value; `value` is that value.
@@ -112,8 +116,8 @@ public final class WatchpointMonitor: Sendable {
         hits.withLock { h in for s in slots { h[s] += 1 } }
         let t = target.withLock { $0 }
         if slots.contains(0), let p = t.exitKindHost?.pointer {
-            let value = ckvm_load_volatile_u32(p)
-            if value >= errorThreshold {
+            let value = ktstr_load_volatile_u32(p)
+            if value >= t.threshold {
                 let first = trigger.withLock { t in
                     guard !t.fired else { return false }
                     t = (true, value, cpu, exit.pc)

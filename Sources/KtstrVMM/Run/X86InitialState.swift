@@ -1,4 +1,5 @@
 import CKVM
+import KtstrMachine
 
 /// Initial CPU state for guests the VMM starts itself (tiny guests; the Linux boot path has
 /// its own in Boot/x86_64): flat real mode, or 64-bit long mode with a flat GDT and an

@@ -2,6 +2,7 @@
 /// Everything below 1 MiB sits in the first RAM region; the addresses follow the classic
 /// PC layout (zero page and tables in low memory, BIOS area reserved) so the kernel's
 /// memory scans (MP table, EBDA) see what they expect.
+import KtstrMachine
 public enum BootLayout {
     /// GDT (see `GDT`).
     public static let gdt: UInt64 = 0x500

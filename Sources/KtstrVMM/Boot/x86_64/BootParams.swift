@@ -1,4 +1,5 @@
 /// Why the zero page could not be built.
+import KtstrMachine
 public enum BootParamsError: Error, CustomStringConvertible, Equatable {
     case commandLineTooLong(length: Int, max: Int)
     case tooManyE820Entries(Int)

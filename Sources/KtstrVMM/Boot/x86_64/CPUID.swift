@@ -1,4 +1,5 @@
 import Foundation
+import KtstrMachine
 
 /// One CPUID leaf/subleaf as `struct kvm_cpuid_entry2` holds it.
 public struct CPUIDEntry: Sendable, Equatable, CustomStringConvertible {

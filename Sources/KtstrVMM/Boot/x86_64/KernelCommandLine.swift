@@ -3,6 +3,7 @@
 /// and turns its reboot into an i8042 reset (reboot=k), which the VMM treats as shutdown.
 /// (ktstr also passes lockdown=none; 7.x kernels reject that value as a malformed early
 /// option, so it is left out.)
+import KtstrMachine
 public struct KernelCommandLine: Sendable, Equatable, CustomStringConvertible {
     public static let base: [String] = [
         "console=ttyS0", "earlyprintk=serial,ttyS0,115200", "nomodules", "mitigations=off",

@@ -1,4 +1,5 @@
 import Foundation
+import KtstrMachine
 
 /// Why a file cannot be booted as an x86-64 Linux kernel. One line: the cause, then the fix.
 public enum KernelImageError: Error, CustomStringConvertible, Equatable {

@@ -1,0 +1,39 @@
+/// What one scheduler run produced. Codable: `ktstr run --json` prints it, tests attach it.
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
+public struct RunOutcome: Codable, Sendable {
+    public var backend: BackendKind
+    /// `uname -r` of the guest, from the agent's hello (nil when the guest never said hello).
+    public var kernelRelease: String?
+    /// Host start of the VM → agent hello.
+    public var bootMillis: Int?
+    /// Host start of the VM → VM gone.
+    public var wallMillis: Int
+    /// How the scheduler exited; nil when it never started (see `problems`).
+    public var schedulerExit: SchedulerExit?
+    /// Read from the frozen guest when the scheduler exited with an error-class kind.
+    public var failureDump: FailureDump?
+    public var workers: [WorkerStats]
+    /// Last lines of the kernel console (COM1).
+    public var consoleTail: String
+    /// The scheduler's own stdout/stderr, as the agent reported it (tail).
+    public var schedulerLog: String?
+    /// How the machine ended.
+    public var machineExit: String
+    /// Things that went wrong around the run (guest died early, agent error, timeouts).
+    public var problems: [String]
+
+    public init(backend: BackendKind, kernelRelease: String? = nil, bootMillis: Int? = nil,
+                wallMillis: Int, schedulerExit: SchedulerExit? = nil, failureDump: FailureDump? = nil,
+                workers: [WorkerStats] = [], consoleTail: String = "", schedulerLog: String? = nil,
+                machineExit: String = "", problems: [String] = []) {
+        self.backend = backend; self.kernelRelease = kernelRelease; self.bootMillis = bootMillis
+        self.wallMillis = wallMillis; self.schedulerExit = schedulerExit; self.failureDump = failureDump
+        self.workers = workers; self.consoleTail = consoleTail; self.schedulerLog = schedulerLog
+        self.machineExit = machineExit; self.problems = problems
+    }
+}
+

@@ -1,0 +1,162 @@
+import Foundation
+import Synchronization
+import KtstrMachine
+import KtstrProtocol
+
+/// Watches a running guest for a sched_ext failure and captures a `FailureDump` from the
+/// frozen guest. One per run: the run orchestration creates it, calls `start` once the agent's
+/// hello has delivered the kernel symbols, and `finish` when the VM is done.
+///
+/// On its own thread (never the cooperative pool) it re-resolves `scx_root` and reads
+/// `exit_kind` every `pollInterval`. On a kind ≥ SCX_EXIT_ERROR it waits (bounded) until the
+/// kernel has written the exit message and backtrace, freezes the vCPUs, reads exit info,
+/// per-CPU runqueues and BPF maps, thaws, then symbolizes the backtrace and picks up the
+/// kernel's dump text (written by an irq_work just after the exit).
+public final class FailureMonitor: @unchecked Sendable {
+    /// Symbols the agent must look up in /proc/kallsyms and report in its hello.
+    public static let requiredSymbols: [String] = [
+        "scx_root", "page_offset_base", "phys_base", "__start_BTF", "__stop_BTF",
+        "__per_cpu_offset", "runqueues", "map_idr", "init_top_pgt", "_text", "_end",
+    ] + GuestKallsyms.symbolNames + ["kallsyms_relative_base", "bpf_kallsyms", "jiffies"]
+
+    public struct Options: Sendable {
+        public var pollInterval: Duration = .milliseconds(5)
+        /// Failure seen → exit info complete: longer means freeze anyway (msg may be partial).
+        public var settleTimeout: Duration = .milliseconds(500)
+        public var freezeTimeout: Duration = .seconds(3)
+        /// After the thaw, how long to wait for the kernel's dump text to be complete.
+        public var lateDumpTimeout: Duration = .seconds(3)
+        /// `finish()` never waits longer than this for the monitor thread.
+        public var finishTimeout: Duration = .seconds(30)
+        /// A full System.map / kallsyms text for symbolization when the guest tables are unusable.
+        public var systemMap: String?
+        /// When the guest's BTF was not parsed ahead (`prepare(vmlinux:)`), freeze the guest
+        /// while parsing it at hello time (0.3–3 s) instead of racing the scheduler.
+        public var pauseGuestWhileParsing = true
+        public init() {}
+    }
+
+    private struct State {
+        var stop = false
+        var dump: FailureDump?
+        var watchTriggered = false
+        var setupProblem: String?
+    }
+
+    let log: Log
+    let options: Options
+    private let state = Mutex(State())
+    private let done = DispatchSemaphore(value: 0)
+    /// Signalled by a watchpoint trigger and by `finish`: the poll loop wakes at once.
+    private let wake = DispatchSemaphore(value: 0)
+    private let started = Mutex(false)
+
+    public init(log: Log = .default) { self.log = log; self.options = Options() }
+    public init(log: Log = .default, options: Options) { self.log = log; self.options = options }
+
+    /// Parses the kernel's BTF in the background (call it before the boot): the hello-time
+    /// setup then finds it cached instead of parsing while the scheduler is already attaching.
+    public func prepare(vmlinux: String?) {
+        guard let vmlinux else { return }
+        let log = self.log
+        let t = Thread {
+            let t0 = ContinuousClock.now
+            do { _ = try BTFCache.shared.load(vmlinux: vmlinux) } catch { log.debug("monitor: BTF warm-up: \(error)"); return }
+            log.debug("monitor: BTF of \(vmlinux) parsed in \(ContinuousClock.now - t0)")
+        }
+        t.name = "ktstr-btf-warmup"
+        t.start()
+    }
+
+    /// Begin watching. `kallsyms` are the addresses from the agent's hello; `vmlinux` is the
+    /// guest kernel's ELF when known (BTF source if guest memory has none).
+    public func start(machine: any Machine, kallsyms: [String: UInt64], vmlinux: String?) {
+        let first = started.withLock { s -> Bool in defer { s = true }; return !s }
+        guard first else { log.warning("monitor: start called twice; ignored"); return }
+        let thread = Thread { [self] in
+            defer { done.signal() }
+            run(machine: machine, symbols: kallsyms, vmlinux: vmlinux)
+        }
+        thread.name = "ktstr-monitor"
+        thread.start()
+    }
+
+    /// Stop watching; the dump when a failure was caught, else nil.
+    public func finish() -> FailureDump? {
+        state.withLock { $0.stop = true }
+        wake.signal()
+        if started.withLock({ $0 }) {
+            let ms = Int(options.finishTimeout.components.seconds * 1000)
+            if done.wait(timeout: .now() + .milliseconds(ms)) == .timedOut {
+                log.warning("monitor: thread did not stop within \(ms) ms; returning what it has")
+            } else {
+                done.signal() // finish may be called again
+            }
+        }
+        return state.withLock { $0.dump }
+    }
+
+    /// The dump, if one was captured already (the run continues after it).
+    public var currentDump: FailureDump? { state.withLock { $0.dump } }
+
+    /// Why the monitor could not watch at all (no BTF, symbols missing...), for the run's
+    /// `problems`: without it a failed scheduler's missing dump would go unexplained.
+    public var setupProblem: String? { state.withLock { $0.setupProblem } }
+
+    var stopping: Bool { state.withLock { $0.stop } }
+
+    private func run(machine: any Machine, symbols: [String: UInt64], vmlinux: String?) {
+        let ctx: KernelContext
+        let t0 = ContinuousClock.now
+        let pause = options.pauseGuestWhileParsing
+        let log = self.log
+        do {
+            ctx = try KernelContext.resolve(memory: machine.guestMemory, symbols: symbols, vmlinux: vmlinux, log: log) { parse in
+                // The BTF was not parsed during the boot: hold the guest still meanwhile, so a
+                // scheduler cannot attach and fail before the monitor watches.
+                guard pause, (try? machine.freeze(timeout: .seconds(3))) != nil else { return parse() }
+                let t = ContinuousClock.now
+                parse()
+                do { try machine.thaw() } catch { log.warning("monitor: thaw after the BTF parse failed: \(error)") }
+                log.info("monitor: guest paused \(ContinuousClock.now - t) while its BTF was parsed")
+            }
+        } catch {
+            log.warning("\(error)")
+            state.withLock { $0.setupProblem = "\(error)" }
+            return
+        }
+        log.info("monitor: watching scx_root after \(ContinuousClock.now - t0) of setup (BTF from \(ctx.btfSource))")
+        let reader = ScxReader(space: ctx.space, layout: ctx.layout, symbols: symbols)
+        let watch = machine as? ExitKindWatchpoint
+        var armedFor: UInt64 = 0
+        let interval = options.pollInterval
+        while !stopping {
+            if let sched = try? reader.schedPointer() {
+                if sched != armedFor { log.debug("monitor: scx_root -> 0x\(String(sched, radix: 16))") }
+                if let watch, sched != armedFor {
+                    let kva = sched &+ UInt64(ctx.layout.schedExitKind)
+                    let armed = (try? ctx.space.translate(kva)).map { gpa in
+                        watch.armExitKindWatchpoint(kva: kva, gpa: gpa, threshold: UInt32(ExitKind.errorThreshold)) { [weak self] _ in
+                            self?.state.withLock { $0.watchTriggered = true }
+                            self?.wake.signal()
+                        }
+                    } ?? false
+                    log.debug("monitor: watchpoint on exit_kind \(armed ? "armed" : "unavailable; polling")")
+                }
+                armedFor = sched
+                // A value the kernel's enum does not name is a torn/stale read (a scheduler
+                // being freed), not a failure: only known kinds trigger when BTF names them.
+                if let kind = try? reader.exitKind(sched: sched), kind >= ExitKind.errorThreshold,
+                   ctx.layout.exitKindNames.isEmpty || ctx.layout.exitKindNames[Int64(kind)] != nil {
+                    let byWatch = state.withLock { $0.watchTriggered }
+                    let dump = capture(machine: machine, ctx: ctx, reader: reader, sched: sched, kind: kind,
+                                       detectedBy: byWatch ? "watchpoint" : "poll")
+                    state.withLock { $0.dump = dump }
+                    return
+                }
+            }
+            let micros = Int(interval.components.seconds) * 1_000_000 + Int(interval.components.attoseconds / 1_000_000_000_000)
+            _ = wake.wait(timeout: .now() + .microseconds(max(100, micros)))
+        }
+    }
+}
