@@ -1,7 +1,8 @@
-/// Hand-assembled x86 programs for tiny guests. Each instruction is built from its opcode
-/// bytes with a comment; they run from `TinyGuestMachine.loadAddress` with no firmware.
 import KtstrVMM
 import KtstrMachine
+
+/// Hand-assembled x86 programs for tiny guests. Each instruction is built from its opcode
+/// bytes with a comment; they run from `TinyGuestMachine.loadAddress` with no firmware.
 public enum TinyGuestPayloads {
     /// An address with no RAM and no device behind it (inside the 1 GiB identity map).
     public static let unmappedAddress: UInt32 = 0x2000_0000

@@ -1,8 +1,9 @@
+import KtstrMachine
+
 /// Parses qemu's `info registers -a` text (x86-64 target) into one snapshot per CPU.
 ///
 /// Blocks start with `CPU#<n>`; registers are `NAME=hex` tokens (`R8 =` has a space before the
 /// `=`). A block without RIP/RSP/CR3 is skipped, never guessed.
-import KtstrMachine
 public enum QEMURegisterParser {
     static let gprNames = ["RAX", "RBX", "RCX", "RDX", "RSI", "RDI", "RBP", "RSP",
                            "R8", "R9", "R10", "R11", "R12", "R13", "R14", "R15"]

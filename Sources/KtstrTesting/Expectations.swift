@@ -1,8 +1,9 @@
-/// Assertions on a run's outcome. Each records its issue at the caller's line and says what
-/// actually happened (kind, code, reason, message), so a failure reads without the console.
 import KtstrMachine
 import KtstrSchedExt
 import KtstrProtocol
+
+/// Assertions on a run's outcome. Each records its issue at the caller's line and says what
+/// actually happened (kind, code, reason, message), so a failure reads without the console.
 extension RunOutcome {
     /// One line: how the scheduler ended, for failure messages.
     public var exitSummary: String {

@@ -1,9 +1,10 @@
-/// Options of `ktstr bench boot` (parsed here, pure, so that tests need no CLI).
 import KtstrMachine
 import KtstrVMM
 import KtstrQEMU
 import KtstrSchedExt
 import KtstrProtocol
+
+/// Options of `ktstr bench boot` (parsed here, pure, so that tests need no CLI).
 public struct BenchBootOptions: Sendable, Equatable {
     public var iterations = 5
     public var cpus = 2

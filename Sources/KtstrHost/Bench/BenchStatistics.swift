@@ -1,9 +1,10 @@
-/// Summary of one benchmark variant's samples (milliseconds).
 import KtstrMachine
 import KtstrVMM
 import KtstrQEMU
 import KtstrSchedExt
 import KtstrProtocol
+
+/// Summary of one benchmark variant's samples (milliseconds).
 public struct BenchSummary: Codable, Sendable, Equatable {
     public var count: Int
     public var min: Double

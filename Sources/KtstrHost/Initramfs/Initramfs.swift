@@ -1,10 +1,11 @@
-/// An uncompressed newc ("070701") cpio archive, the format the kernel unpacks as initramfs.
-/// A value: add entries, then take `bytes()`. Parent directories are added implicitly.
 import KtstrMachine
 import KtstrVMM
 import KtstrQEMU
 import KtstrSchedExt
 import KtstrProtocol
+
+/// An uncompressed newc ("070701") cpio archive, the format the kernel unpacks as initramfs.
+/// A value: add entries, then take `bytes()`. Parent directories are added implicitly.
 public struct Initramfs: Sendable {
     public enum Entry: Sendable, Equatable {
         case directory(mode: UInt32)

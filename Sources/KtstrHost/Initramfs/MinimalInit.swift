@@ -1,3 +1,9 @@
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
+
 /// A static x86-64 Linux program, hand-assembled, to run as PID 1 when a boot needs an init
 /// and nothing else (no libc, no busybox): `iopl(3)`, write `message` to COM1 and COM2 with
 /// `out` (no /dev/console needed), then `reboot(RESTART)`. With `reboot=k` that is an i8042
@@ -6,11 +12,6 @@
 /// *without* the message, so callers check for the message.
 ///
 /// Used by the Linux boot tests and by `ktstr bench boot` (the plain-qemu baseline).
-import KtstrMachine
-import KtstrVMM
-import KtstrQEMU
-import KtstrSchedExt
-import KtstrProtocol
 public enum MinimalInit {
     /// The ELF image (one PT_LOAD at 0x400000, entry right after the headers).
     public static func elf(message: String) -> [UInt8] {

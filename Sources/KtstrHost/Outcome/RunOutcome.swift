@@ -1,9 +1,10 @@
-/// What one scheduler run produced. Codable: `ktstr run --json` prints it, tests attach it.
 import KtstrMachine
 import KtstrVMM
 import KtstrQEMU
 import KtstrSchedExt
 import KtstrProtocol
+
+/// What one scheduler run produced. Codable: `ktstr run --json` prints it, tests attach it.
 public struct RunOutcome: Codable, Sendable {
     public var backend: BackendKind
     /// `uname -r` of the guest, from the agent's hello (nil when the guest never said hello).

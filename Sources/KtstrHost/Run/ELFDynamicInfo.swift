@@ -1,14 +1,15 @@
+import KtstrMachine
+import KtstrVMM
+import KtstrQEMU
+import KtstrSchedExt
+import KtstrProtocol
+
 /// What the dynamic loader needs from an ELF file: its interpreter (PT_INTERP), the libraries
 /// it names (DT_NEEDED) and where it says to look (DT_RPATH / DT_RUNPATH).
 ///
 /// Only 64-bit little-endian x86-64 files are accepted (the guest's ABI). The parser is
 /// bounded: every offset and size is checked against the file, counts are capped, and a
 /// corrupt file is an `ELFError`, never a crash.
-import KtstrMachine
-import KtstrVMM
-import KtstrQEMU
-import KtstrSchedExt
-import KtstrProtocol
 public struct ELFDynamicInfo: Sendable, Equatable {
     public var interpreter: String?
     public var needed: [String]

@@ -1,10 +1,11 @@
+import KtstrMachine
+import KtstrProtocol
+
 /// What the host read out of the frozen guest when the scheduler failed.
 ///
 /// Everything except `kind`/`kindValue` is optional: a field that could not be read stays
 /// nil (or empty) and `problems` says why. Addresses are lower-case hex strings (JSON numbers
 /// lose 64-bit precision in most readers).
-import KtstrMachine
-import KtstrProtocol
 public struct FailureDump: Codable, Sendable {
     public var kind: ExitKind
     public var kindValue: Int

@@ -1,8 +1,9 @@
+import KtstrMachine
+import KtstrProtocol
+
 /// Names for addresses in BPF programs and trampolines (`bpf_prog_<tag>_<name>`,
 /// `bpf__sched_ext_ops_enqueue`): the kernel keeps them off its static kallsyms tables, in
 /// the `bpf_kallsyms` list of `struct bpf_ksym` (start, end, name). Read once, bounded.
-import KtstrMachine
-import KtstrProtocol
 public struct BPFKallsyms: Sendable, Symbolizer {
     public static let maxEntries = 4096
     public let symbols: [(start: UInt64, end: UInt64, name: String)]

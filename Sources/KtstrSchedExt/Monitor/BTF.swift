@@ -1,6 +1,7 @@
-/// Why a BTF blob was refused. The blob comes from guest RAM or a file: never trusted.
 import KtstrMachine
 import KtstrProtocol
+
+/// Why a BTF blob was refused. The blob comes from guest RAM or a file: never trusted.
 public enum BTFError: Error, CustomStringConvertible, Equatable {
     case truncated(what: String, offset: Int)
     case badMagic(UInt16)

@@ -1,6 +1,7 @@
-/// Where a member lives and what it is, after following a dotted path.
 import KtstrMachine
 import KtstrProtocol
+
+/// Where a member lives and what it is, after following a dotted path.
 public struct BTFField: Sendable, Equatable {
     /// Byte offset from the start of the outermost struct.
     public let offset: Int

@@ -1,6 +1,7 @@
-/// Little-endian reads from a byte array that return nil instead of trapping past the end.
 import KtstrMachine
 import KtstrProtocol
+
+/// Little-endian reads from a byte array that return nil instead of trapping past the end.
 struct ByteReader {
     let bytes: [UInt8]
     private(set) var position: Int

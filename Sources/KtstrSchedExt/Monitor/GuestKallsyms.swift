@@ -1,3 +1,6 @@
+import KtstrMachine
+import KtstrProtocol
+
 /// Symbolizes kernel addresses with the kernel's own compressed kallsyms tables, read out of
 /// guest RAM (the way `kallsyms_lookup` does it inside the kernel).
 ///
@@ -5,8 +8,6 @@
 /// agent channel costs megabytes; the tables are in the image's rodata, immutable after
 /// boot, and six symbol addresses from the hello locate them. Lookup cost is bounded: a
 /// binary search over `kallsyms_offsets` and at most 255 skipped names.
-import KtstrMachine
-import KtstrProtocol
 public struct GuestKallsyms: Sendable, Symbolizer {
     public static let symbolNames = [
         "kallsyms_num_syms", "kallsyms_names", "kallsyms_markers",

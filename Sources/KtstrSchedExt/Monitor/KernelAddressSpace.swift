@@ -1,11 +1,12 @@
+import KtstrMachine
+import KtstrProtocol
+
 /// Reads kernel virtual addresses out of guest RAM.
 ///
 /// Three translations, cheapest first: the kernel image (`kva - __START_KERNEL_map +
 /// phys_base`), the direct map (`kva - page_offset_base` while inside RAM), and a page-table
 /// walk (vmalloc: BPF array values, big dump buffers). Reads that cross a page are split per
 /// page, because vmalloc pages are not physically contiguous.
-import KtstrMachine
-import KtstrProtocol
 public struct KernelAddressSpace: Sendable {
     public static let startKernelMap: UInt64 = 0xFFFF_FFFF_8000_0000
     /// Without `_text`/`_end`, the image fast path covers this much of the kernel map (the

@@ -1,6 +1,7 @@
-/// Turns a kernel text address into `name+0xoff`.
 import KtstrMachine
 import KtstrProtocol
+
+/// Turns a kernel text address into `name+0xoff`.
 public protocol Symbolizer: Sendable {
     func symbolize(_ address: UInt64) -> String?
 }

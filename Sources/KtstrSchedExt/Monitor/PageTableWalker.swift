@@ -1,6 +1,7 @@
-/// Why a kernel virtual address could not be turned into a guest-physical one.
 import KtstrMachine
 import KtstrProtocol
+
+/// Why a kernel virtual address could not be turned into a guest-physical one.
 public enum AddressError: Error, CustomStringConvertible, Equatable {
     case nonCanonical(UInt64)
     case notPresent(va: UInt64, level: Int)

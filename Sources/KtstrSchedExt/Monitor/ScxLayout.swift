@@ -1,7 +1,8 @@
-/// Offsets of every kernel field the monitor reads, taken from BTF once (never hard-coded:
-/// the layout of `struct scx_sched` changes between kernel releases).
 import KtstrMachine
 import KtstrProtocol
+
+/// Offsets of every kernel field the monitor reads, taken from BTF once (never hard-coded:
+/// the layout of `struct scx_sched` changes between kernel releases).
 public struct ScxLayout: Sendable {
     // struct scx_sched
     public let schedExitKind: Int

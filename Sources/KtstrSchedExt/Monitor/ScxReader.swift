@@ -1,8 +1,9 @@
+import KtstrMachine
+import KtstrProtocol
+
 /// Reads sched_ext state out of guest RAM: `scx_root` → `struct scx_sched` → exit kind and
 /// `struct scx_exit_info`, and each CPU's `struct rq`. Every pointer comes from the guest and
 /// every read is bounded; failures become `problems` entries.
-import KtstrMachine
-import KtstrProtocol
 public struct ScxReader: Sendable {
     public static let maxMessage = 1024
     public static let maxDump = 64 * 1024

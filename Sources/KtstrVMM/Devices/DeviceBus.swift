@@ -1,5 +1,6 @@
-/// What a device access asks of the VMM beyond returning data.
 import KtstrMachine
+
+/// What a device access asks of the VMM beyond returning data.
 public enum DeviceAction: Sendable, Equatable {
     case none
     /// The guest asked the machine to power off or reset (i8042 0xFE, ...): stop every vCPU.

@@ -1,9 +1,10 @@
+import KtstrMachine
+
 /// The bare minimum of the PC keyboard controller a direct-booted Linux needs: a reset line.
 /// Writing 0xFE (pulse the reset line) to the command port is how `reboot=k` restarts the
 /// machine; the VMM treats it as "the guest asked to stop". Everything else reads 0 (no
 /// keyboard, output buffer empty, input buffer empty: `kb_wait()` does not spin) and
 /// writes are ignored.
-import KtstrMachine
 public struct I8042: Sendable, Equatable {
     public static let dataPort: UInt16 = 0x60
     public static let commandPort: UInt16 = 0x64

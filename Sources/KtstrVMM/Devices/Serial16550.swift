@@ -1,3 +1,5 @@
+import KtstrMachine
+
 /// A 16550A UART as a pure state machine: register reads/writes in, transmitted bytes and an
 /// interrupt level out. No I/O of its own (`SerialPortDevice` wires it to a sink and an IRQ).
 ///
@@ -7,7 +9,6 @@
 /// loopback (the probe sets MCR.LOOP|OUT2|RTS and expects MSR = DCD|CTS), and the THR-empty
 /// interrupt that re-asserts after every THR write and on enabling ETBEI — the driver sends
 /// userspace writes from that interrupt. The transmitter is infinitely fast: THR is always empty.
-import KtstrMachine
 public struct Serial16550: Sendable, Equatable {
     // Register offsets from the base port.
     public enum Register {

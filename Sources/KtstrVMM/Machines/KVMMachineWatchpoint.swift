@@ -1,5 +1,6 @@
-/// The monitor's hardware fast path: a DR0 write watchpoint on `scx_sched.exit_kind`.
 import KtstrMachine
+
+/// The monitor's hardware fast path: a DR0 write watchpoint on `scx_sched.exit_kind`.
 extension KVMMachine: ExitKindWatchpoint {
     /// Debug-register watchpoints fire only where KVM runs the guest on hardware
     /// virtualization; under nested PVM (no vmx/svm) they never do, so the monitor polls.

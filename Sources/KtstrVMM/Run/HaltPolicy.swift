@@ -1,6 +1,7 @@
+import KtstrMachine
+
 /// What a vCPU does when KVM returns KVM_EXIT_HLT (only without an in-kernel irqchip; with
 /// one, KVM halts the vCPU itself until an interrupt arrives and never exits for HLT).
-import KtstrMachine
 public enum HaltAction: Sendable, Equatable {
     /// The run is over: stop every vCPU and report `.shutdown` (tiny guests: "done").
     case endRun

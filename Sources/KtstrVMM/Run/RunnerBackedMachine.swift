@@ -1,6 +1,7 @@
+import KtstrMachine
+
 /// A `Machine` whose lifecycle is exactly its `VCPURunner`'s (our own VMM: tiny guests and
 /// Linux). The runner does the work; this only forwards, once, for every such machine.
-import KtstrMachine
 public protocol RunnerBackedMachine: Machine {
     var runner: VCPURunner { get }
 }

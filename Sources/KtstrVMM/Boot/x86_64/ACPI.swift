@@ -1,3 +1,5 @@
+import KtstrMachine
+
 /// Minimal ACPI tables that describe the CPUs and the IOAPIC: RSDP (v2) → XSDT → MADT.
 /// Kernels built without CONFIG_X86_MPPARSE (Debian's cloud flavour) find CPUs only here.
 ///
@@ -7,7 +9,6 @@
 /// the PIC, maps ISA IRQs 0-15 to IOAPIC pins 0-15 (our in-kernel irqchip's wiring), and
 /// its ACPI interpreter simply stays off. Layouts from the ACPI 6.x specification; the
 /// tables live in the reserved BIOS area.
-import KtstrMachine
 public enum ACPITables {
     public static let rsdpSignature = Array("RSD PTR ".utf8)
     static let oemID = Array("KTSTR ".utf8)           // 6 bytes

@@ -1,8 +1,9 @@
+import KtstrMachine
+
 /// Where the loader puts things in guest-physical memory for a direct 64-bit Linux boot.
 /// Everything below 1 MiB sits in the first RAM region; the addresses follow the classic
 /// PC layout (zero page and tables in low memory, BIOS area reserved) so the kernel's
 /// memory scans (MP table, EBDA) see what they expect.
-import KtstrMachine
 public enum BootLayout {
     /// GDT (see `GDT`).
     public static let gdt: UInt64 = 0x500

@@ -1,5 +1,6 @@
-/// Why the zero page could not be built.
 import KtstrMachine
+
+/// Why the zero page could not be built.
 public enum BootParamsError: Error, CustomStringConvertible, Equatable {
     case commandLineTooLong(length: Int, max: Int)
     case tooManyE820Entries(Int)

@@ -1,5 +1,6 @@
-/// One BIOS e820 memory-map entry as the zero page stores it (20 bytes, packed).
 import KtstrMachine
+
+/// One BIOS e820 memory-map entry as the zero page stores it (20 bytes, packed).
 public struct E820Entry: Sendable, Equatable, CustomStringConvertible {
     public enum Kind: UInt32, Sendable { case ram = 1, reserved = 2, acpi = 3, nvs = 4, unusable = 5 }
     public var address: UInt64

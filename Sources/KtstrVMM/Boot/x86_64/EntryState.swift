@@ -1,6 +1,7 @@
+import KtstrMachine
+
 /// Architectural state of the boot vCPU at the kernel's 64-bit entry, as plain values; the
 /// KVM machine copies it into kvm_regs / kvm_sregs / kvm_fpu / MSRs.
-import KtstrMachine
 public struct EntryState: Sendable, Equatable {
     public static let cr0PE: UInt64 = 1 << 0
     public static let cr0ET: UInt64 = 1 << 4

@@ -1,6 +1,7 @@
+import KtstrMachine
+
 /// A segment register's hidden cache as KVM's `kvm_segment` holds it, derived from a GDT
 /// descriptor so the loaded selectors and caches can never disagree.
-import KtstrMachine
 public struct SegmentState: Sendable, Equatable {
     public var base: UInt64
     public var limit: UInt32

@@ -1,9 +1,10 @@
+import KtstrMachine
+
 /// The guest kernel command line. The base line keeps the kernel away from hardware we do
 /// not emulate (PCI, i8042 probing, modules), makes it fail fast (panic=-1 reboots at once)
 /// and turns its reboot into an i8042 reset (reboot=k), which the VMM treats as shutdown.
 /// (ktstr also passes lockdown=none; 7.x kernels reject that value as a malformed early
 /// option, so it is left out.)
-import KtstrMachine
 public struct KernelCommandLine: Sendable, Equatable, CustomStringConvertible {
     public static let base: [String] = [
         "console=ttyS0", "earlyprintk=serial,ttyS0,115200", "nomodules", "mitigations=off",

@@ -1,8 +1,9 @@
+import KtstrMachine
+
 /// An Intel MultiProcessor Specification 1.4 table: the floating pointer ("_MP_") and the
 /// configuration table ("PCMP") with one processor entry per vCPU, an ISA bus, the IOAPIC,
 /// ISA interrupts 0-15 routed to IOAPIC pins 0-15, and LINT0 = ExtINT / LINT1 = NMI.
 /// Linux finds it by scanning 0xF0000-0xFFFFF (arch/x86/kernel/mpparse.c) when ACPI is absent.
-import KtstrMachine
 public enum MPTable {
     public enum Error: Swift.Error, CustomStringConvertible, Equatable {
         case tooManyCPUs(Int)

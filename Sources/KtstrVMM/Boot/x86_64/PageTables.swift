@@ -1,7 +1,8 @@
+import KtstrMachine
+
 /// Identity-mapped page tables for the 64-bit entry: PML4 → one PDPT → one PD per GiB,
 /// 2 MiB pages. The boot protocol needs the kernel, the zero page and the command line
 /// identity-mapped; mapping the first GiBs wholesale covers the initrd too.
-import KtstrMachine
 public struct PageTables: Sendable, Equatable {
     public static let present: UInt64 = 1 << 0
     public static let writable: UInt64 = 1 << 1
