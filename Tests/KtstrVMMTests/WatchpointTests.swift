@@ -46,7 +46,7 @@ import Testing
         defer { word.deallocate() }
         word.pointee = value
         let seen = Mutex<[UInt32]>([])
-        let mon = WatchpointMonitor(exitKindHost: UnsafeRawPointer(word)) { v in seen.withLock { $0.append(v) } }
+        let mon = WatchpointMonitor(exitKindHost: UnsafeRawPointer(word), threshold: 1024) { v in seen.withLock { $0.append(v) } }
         #expect(mon.handle(.init(exception: 1, pc: 0xffff_ffff_8100_0000, dr6: 0xffff_0ff1, dr7: 0), cpu: 1))
         #expect(mon.failureTrigger.fired == fires)
         #expect(seen.withLock { $0 } == (fires ? [value] : []))
@@ -61,7 +61,7 @@ import Testing
         defer { word.deallocate() }
         word.pointee = 1025
         let calls = Mutex(0)
-        let mon = WatchpointMonitor(exitKindHost: UnsafeRawPointer(word)) { _ in calls.withLock { $0 += 1 } }
+        let mon = WatchpointMonitor(exitKindHost: UnsafeRawPointer(word), threshold: 1024) { _ in calls.withLock { $0 += 1 } }
         _ = mon.handle(.init(exception: 1, pc: 0, dr6: 1, dr7: 0), cpu: 0)
         word.pointee = 1026
         _ = mon.handle(.init(exception: 1, pc: 0, dr6: 1, dr7: 0), cpu: 0)
@@ -76,7 +76,7 @@ import Testing
         let word = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
         defer { word.deallocate() }
         word.pointee = 1024
-        let mon = WatchpointMonitor(exitKindHost: UnsafeRawPointer(word))
+        let mon = WatchpointMonitor(exitKindHost: UnsafeRawPointer(word), threshold: 1024)
         let d = ExitDispatch(bus: DeviceBus(), watchpoints: mon, log: .silent)
         let f = FakeRun()
         ckvm_run_set_exit_reason(f.run, UInt32(KVM_EXIT_DEBUG))
