@@ -16,17 +16,10 @@ public struct Log: Sendable {
         self.sink = sink
     }
 
-    /// Level from `KTSTR_LOG` (debug, info, warning, error, off); default `.warning`, to stderr.
+    /// Level from `KTSTR_LOG` (debug, info, warning, error, off; `KtstrSettings`); default
+    /// `.warning`, to stderr.
     public static let `default`: Log = {
-        let env = ProcessInfo.processInfo.environment["KTSTR_LOG"]?.lowercased()
-        let level: Level = switch env {
-        case "debug", "trace": .debug
-        case "info": .info
-        case "error": .error
-        case "off", "quiet": .off
-        default: .warning
-        }
-        return Log(level: level) { lvl, msg in
+        Log(level: KtstrSettings.current.logLevel) { lvl, msg in
             FileHandle.standardError.write(Data("ktstr[\(lvl)]: \(msg)\n".utf8))
         }
     }()

@@ -23,8 +23,8 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     /// time is the same (boot is mostly one CPU, and this host has 2 cores).
     public enum TCGThreads: String, Sendable {
         case single, multi
-        public static func fromEnvironment() -> TCGThreads {
-            ProcessInfo.processInfo.environment["KTSTR_TCG_THREAD"].flatMap(TCGThreads.init(rawValue:)) ?? .single
+        public static func from(_ settings: KtstrSettings = .current) -> TCGThreads {
+            settings.tcgThreads.flatMap(TCGThreads.init(rawValue:)) ?? .single
         }
     }
 
@@ -40,7 +40,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         public var console: ByteSink
         public var channel: ByteSink
         /// TCG only: one host thread per vCPU (`multi`) or all vCPUs on one (`single`).
-        public var tcgThreads: TCGThreads = TCGThreads.fromEnvironment()
+        public var tcgThreads: TCGThreads = TCGThreads.from()
 
         public init(qemuPath: String, kernelPath: String, initrdFD: Int32?, kernelCmdline: String, topology: Topology,
                     memoryMiB: Int, accelerator: Accelerator, console: @escaping ByteSink, channel: @escaping ByteSink) {

@@ -8,7 +8,7 @@ extension RunOutcome {
     /// One line: how the scheduler ended, for failure messages.
     public var exitSummary: String {
         guard let e = schedulerExit else {
-            return "the scheduler never reported an exit" + (problems.isEmpty ? "" : " (\(problems.joined(separator: "; ")))")
+            return "the scheduler never reported an exit" + (problems.isEmpty ? "" : " (\(problems.map(\.description).joined(separator: "; ")))")
         }
         var s = "exit kind \(e.kind) (\(e.kindValue)), code \(e.code), reason \"\(e.reason)\""
         if !e.message.isEmpty { s += ", message \"\(e.message)\"" }
@@ -41,7 +41,7 @@ extension RunOutcome {
             Issue.record("scheduler failed: \(exitSummary)", sourceLocation: sourceLocation)
         }
         if schedulerExit == nil && !problems.isEmpty {
-            Issue.record("run had problems: \(problems.joined(separator: "; "))", sourceLocation: sourceLocation)
+            Issue.record("run had problems: \(problems.map(\.description).joined(separator: "; "))", sourceLocation: sourceLocation)
         }
     }
 

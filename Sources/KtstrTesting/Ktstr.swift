@@ -29,7 +29,7 @@ public final class KtstrContext: Sendable {
     /// `KTSTR_ARTIFACTS_DIR`, else `.build/ktstr` under the current directory (the package
     /// root under `swift test`).
     static func artifactsRoot() -> String {
-        if let d = ProcessInfo.processInfo.environment["KTSTR_ARTIFACTS_DIR"], !d.isEmpty { return d }
+        if let d = KtstrSettings.current.artifactsDirectory { return d }
         return FileManager.default.currentDirectoryPath + "/.build/ktstr"
     }
 
@@ -37,16 +37,7 @@ public final class KtstrContext: Sendable {
     func attachArtifacts(reason: String) {
         for (i, o) in runs.enumerated() {
             let tag = runs.count > 1 ? "-run\(i + 1)" : ""
-            Attachment.record(o.consoleTail, named: "\(testName)\(tag)-console.txt")
-            if let json = try? OutcomeFormatter.json(o) {
-                Attachment.record(json, named: "\(testName)\(tag)-outcome.json")
-            }
-            if let dump = o.failureDump {
-                if let json = try? OutcomeFormatter.json(dump) {
-                    Attachment.record(json, named: "\(testName)\(tag)-failure-dump.json")
-                }
-                Attachment.record(OutcomeFormatter.text(dump), named: "\(testName)\(tag)-failure-dump.txt")
-            }
+            for f in RunArtifacts.files(of: o) { Attachment.record(f.contents, named: "\(testName)\(tag)-\(f.name)") }
         }
     }
 }
@@ -57,7 +48,7 @@ public enum Ktstr {
 
     /// Boots a fresh VM (the enclosing `.ktstr(...)` trait's shape, or the defaults), loads
     /// `scheduler`, runs `workload` for `duration`, and returns what happened. The outcome is
-    /// written under `.build/ktstr/<test>/` and attached to the test if it fails.
+    /// written under `.build/ktstr/<test>/run<N>/` (by SchedulerRun, once) and attached to the test if it fails.
     ///
     /// Throws only for infrastructure failures (no kernel, qemu died before the guest spoke);
     /// a scheduler that errors is a normal outcome to assert on.
@@ -71,7 +62,6 @@ public enum Ktstr {
         let outcome = try await SchedulerRun.run(vm: vm, scheduler: scheduler, workload: workload,
                                                  duration: duration, artifactsDirectory: runDir, log: .default)
         _ = context.record(outcome)
-        OutcomeFormatter.write(outcome, to: runDir)
         return outcome
     }
 }

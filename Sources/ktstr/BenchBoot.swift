@@ -120,7 +120,7 @@ enum BenchBoot {
         let took = clock.now - t0
         guard o.problems.isEmpty, let boot = o.bootMillis else {
             let tail = o.consoleTail.split(separator: "\n").suffix(25).joined(separator: "\n    ")
-            throw CLIError("invalid sample (\(o.machineExit)): \(o.problems.joined(separator: "; "))\n  console tail:\n    \(tail)")
+            throw CLIError("invalid sample (\(o.machineExit)): \(o.problems.map(\.description).joined(separator: "; "))\n  console tail:\n    \(tail)")
         }
         return (Double(took.components.seconds) * 1e3 + Double(took.components.attoseconds) / 1e15, Double(boot))
     }

@@ -16,7 +16,8 @@ struct DoctorCommand: CLICommand {
 
     Checks /dev/kvm and vmx/svm (can KVM boot a stock kernel?), qemu, the guest kernel
     (and whether it has sched_ext), clang with the BPF target, the built schedulers and the
-    guest agent. Exit status 0 when a scheduler test can run here.
+    guest agent, and lists the KTSTR_* variables that are set. Exit status 0 when a scheduler
+    test can run here.
     """
 
     struct Check: Codable {
@@ -30,6 +31,8 @@ struct DoctorCommand: CLICommand {
         var backendReason: String
         var checks: [Check]
         var ready: Bool
+        /// The `KTSTR_*` variables that are set (`NAME=value`).
+        var environment: [String] = KtstrSettings.setVariables()
     }
 
     func run(_ args: inout Arguments) async throws -> Int32 {
@@ -46,6 +49,7 @@ struct DoctorCommand: CLICommand {
                 print("\(mark) \(c.name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(c.detail)")
             }
             print("\nbackend: \(report.backend ?? "none") — \(report.backendReason)")
+            print("environment: \(report.environment.isEmpty ? "no KTSTR_* variable set" : report.environment.joined(separator: " "))")
             print(report.ready ? "ready: scheduler tests can run here" : "not ready: fix the MISSING lines (usually `swift run ktstr setup`)")
         }
         return report.ready ? 0 : 1

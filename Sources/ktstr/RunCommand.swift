@@ -63,8 +63,8 @@ struct RunCommand: CLICommand {
         }
         // Completed = the guest booted, the agent reported and the machine shut down cleanly;
         // what the scheduler did is in the outcome, not in the exit status.
-        guard outcome.kernelRelease != nil, outcome.machineExit == MachineExit.shutdown.description else {
-            FileHandle.standardError.write(Data("ktstr run: the run did not complete (machine \(outcome.machineExit)): \(outcome.problems.first ?? "no agent report")\n".utf8))
+        guard outcome.kernelRelease != nil, outcome.machineExit == .shutdown else {
+            FileHandle.standardError.write(Data("ktstr run: the run did not complete (machine \(outcome.machineExit)): \(outcome.problems.first?.description ?? "no agent report")\n".utf8))
             return 1
         }
         return 0

@@ -96,30 +96,30 @@ private func bytes(_ path: String) -> [UInt8]? { FileManager.default.contents(at
     let vmx = BackendSelection.Host(cpuinfo: "flags : fpu vmx sse2\n", kvmOpens: true)
 
     @Test func automaticChoice() throws {
-        #expect(try BackendSelection.decide(.auto, environment: [:], host: noVirt).backend == .qemuTCG)
-        #expect(try BackendSelection.decide(.auto, environment: [:], host: vmx).backend == .kvm)
-        #expect(try BackendSelection.decide(.qemu, environment: [:], host: vmx).backend == .qemuKVM)
-        #expect(try BackendSelection.decide(.qemu, environment: [:], host: noVirt).backend == .qemuTCG)
+        #expect(try BackendSelection.decide(.auto, settings: KtstrSettings(environment: [:]), host: noVirt).backend == .qemuTCG)
+        #expect(try BackendSelection.decide(.auto, settings: KtstrSettings(environment: [:]), host: vmx).backend == .kvm)
+        #expect(try BackendSelection.decide(.qemu, settings: KtstrSettings(environment: [:]), host: vmx).backend == .qemuKVM)
+        #expect(try BackendSelection.decide(.qemu, settings: KtstrSettings(environment: [:]), host: noVirt).backend == .qemuTCG)
         let closed = BackendSelection.Host(cpuinfo: vmx.cpuinfo, kvmOpens: false)
-        #expect(try BackendSelection.decide(.auto, environment: [:], host: closed).backend == .qemuTCG)
+        #expect(try BackendSelection.decide(.auto, settings: KtstrSettings(environment: [:]), host: closed).backend == .qemuTCG)
     }
 
     @Test func environmentOverridesAuto() throws {
-        #expect(try BackendSelection.decide(.auto, environment: ["KTSTR_BACKEND": "qemu-tcg"], host: vmx).backend == .qemuTCG)
+        #expect(try BackendSelection.decide(.auto, settings: KtstrSettings(environment: ["KTSTR_BACKEND": "qemu-tcg"]), host: vmx).backend == .qemuTCG)
         // Explicit kvm only needs /dev/kvm (the decision carries a warning without vmx/svm).
-        #expect(try BackendSelection.decide(.auto, environment: ["KTSTR_BACKEND": "kvm"], host: noVirt).backend == .kvm)
+        #expect(try BackendSelection.decide(.auto, settings: KtstrSettings(environment: ["KTSTR_BACKEND": "kvm"]), host: noVirt).backend == .kvm)
         #expect(throws: BackendSelection.SelectionError.self) {
-            try BackendSelection.decide(.kvm, environment: [:], host: .init(cpuinfo: "flags : vmx", kvmOpens: false))
+            try BackendSelection.decide(.kvm, settings: KtstrSettings(environment: [:]), host: .init(cpuinfo: "flags : vmx", kvmOpens: false))
         }
         #expect(throws: BackendSelection.SelectionError.self) {
-            try BackendSelection.decide(.auto, environment: ["KTSTR_BACKEND": "vmware"], host: noVirt)
+            try BackendSelection.decide(.auto, settings: KtstrSettings(environment: ["KTSTR_BACKEND": "vmware"]), host: noVirt)
         }
         // An explicit argument wins over the environment.
-        #expect(try BackendSelection.decide(.qemuTCG, environment: ["KTSTR_BACKEND": "kvm"], host: noVirt).backend == .qemuTCG)
+        #expect(try BackendSelection.decide(.qemuTCG, settings: KtstrSettings(environment: ["KTSTR_BACKEND": "kvm"]), host: noVirt).backend == .qemuTCG)
     }
 
     @Test func slotsBoundConcurrentVMs() async throws {
-        let slots = VMSlots(environment: ["KTSTR_MAX_VMS": "1"])
+        let slots = VMSlots(settings: KtstrSettings(environment: ["KTSTR_MAX_VMS": "1"]))
         let a = try await slots.acquire(vcpus: 2)
         let second = Task { try await slots.acquire(vcpus: 2) }
         try await Task.sleep(for: .milliseconds(50))

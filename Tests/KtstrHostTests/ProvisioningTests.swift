@@ -303,3 +303,24 @@ extension CustomSchedulerTests {
         #expect(try Provisioning.buildScheduler(sourceDirectory: dir, log: .silent) == binary)
     }
 }
+
+@Suite struct SettingsTests {
+    @Test func environmentIsReadIntoOneValue() {
+        let s = KtstrSettings(environment: ["KTSTR_LOG": "debug", "KTSTR_MONITOR": "off", "KTSTR_MAX_VMS": "0",
+                                            "KTSTR_KERNEL": "", "KTSTR_CMDLINE": "loglevel=7"])
+        #expect(s.logLevel == .debug && !s.monitorEnabled)
+        #expect(s.maxVMs == nil, "0 is not a VM count")
+        #expect(s.kernel == nil, "empty counts as unset")
+        #expect(SchedulerRun.extraCmdline(s) == " loglevel=7")
+        #expect(KtstrSettings(environment: [:]) == KtstrSettings(environment: ["UNRELATED": "1"]))
+    }
+
+    /// The README's environment table lists exactly the variables the code reads.
+    @Test func readmeListsEveryVariable() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        for v in KtstrSettings.variables { #expect(readme.contains("| `\(v.name)` |"), "README lacks \(v.name)") }
+        let listed = readme.matches(of: /\| `(KTSTR_[A-Z_]+)` \|/).map { String($0.1) }
+        #expect(Set(listed) == Set(KtstrSettings.variables.map(\.name)))
+    }
+}

@@ -84,8 +84,9 @@ struct QEMUMachineTests {
                                            artifactsDirectory: nil, log: .silent, agentPath: "/bin/false",
                                            onMachine: { name.value = ($0 as? QEMUMachine)?.instanceName ?? "" })
         #expect(o.kernelRelease == nil)
-        #expect(o.problems.contains { $0.contains("never said hello") })
-        #expect(o.problems.contains { $0.hasPrefix("guest kernel: Kernel panic - not syncing:") }, "\(o.problems)")
+        #expect(o.problems.contains(.guestNeverSaidHello))
+        #expect(o.problems.contains { $0.kind == .guestKernelCrash && $0.detail?.hasPrefix("Kernel panic - not syncing:") == true },
+                "\(o.problems)")
         #expect(o.consoleTail.contains("Kernel panic") || o.consoleTail.contains("kill init"), "\(o.consoleTail.suffix(500))")
         #expect(!name.value.isEmpty && QEMUEnv.leftovers(tag: name.value).isEmpty)
     }

@@ -16,4 +16,28 @@ import KtstrTesting
         #expect(back.schedulerExit == o.schedulerExit)
         #expect(back.schedulerExit?.isError == true)
     }
+
+    @Test(arguments: [MachineExit.shutdown, .fatal("KVM_EXIT_INTERNAL_ERROR"), .timeout, .killed])
+    func machineExitIsTypedInJSON(_ exit: MachineExit) throws {
+        let o = RunOutcome(backend: .kvm, wallMillis: 1, machineExit: exit)
+        let data = try JSONEncoder().encode(o)
+        #expect(try JSONDecoder().decode(RunOutcome.self, from: data).machineExit == exit)
+        let obj = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let me = try #require(obj["machineExit"] as? [String: Any])
+        #expect(me["kind"] as? String == exit.kind.rawValue)
+    }
+
+    @Test func problemsAreTypedAndSayWhatHappened() throws {
+        let problems = RunProblem.Kind.allCases.map { RunProblem($0, "detail") }
+        let o = RunOutcome(backend: .qemuTCG, wallMillis: 1, problems: problems)
+        let data = try JSONEncoder().encode(o)
+        let back = try JSONDecoder().decode(RunOutcome.self, from: data)
+        #expect(back.problems == problems)
+        #expect(back.problems.contains(.guestKernelCrash) && !RunOutcome(backend: .kvm, wallMillis: 1).problems.contains(.timeout))
+        // Every kind has its own human text; the JSON carries it as "message".
+        #expect(Set(problems.map(\.description)).count == problems.count)
+        let obj = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let first = try #require((obj["problems"] as? [[String: Any]])?.first)
+        #expect(first["kind"] as? String == "guest_never_said_hello" && first["message"] as? String == problems[0].description)
+    }
 }

@@ -19,7 +19,7 @@ struct HealthyScheduler {
         #expect(outcome.failureDump == nil)
         #expect(outcome.problems.isEmpty, "\(outcome.problems)")
         #expect(outcome.kernelRelease?.hasPrefix("7.") == true && outcome.bootMillis != nil)
-        #expect(outcome.machineExit == "shutdown")
+        #expect(outcome.machineExit == .shutdown)
     }
 
     /// The same scheduler over different CPU topologies (LLCs × cores × threads).

@@ -41,7 +41,7 @@ public struct BootBaseline: Sendable {
 
     /// The command line of a ktstr QEMU run (base + extras + `KTSTR_CMDLINE`).
     public static var kernelCmdline: String {
-        QEMUMachine.baseCmdline + " " + SchedulerRun.cmdlineExtras + SchedulerRun.extraCmdline()
+        QEMUMachine.baseCmdline + " " + SchedulerRun.cmdlineExtras + SchedulerRun.extraCmdline(.current)
     }
 
     /// The initramfs: `/init` only.
@@ -51,7 +51,7 @@ public struct BootBaseline: Sendable {
     public func arguments(initrdPath: String, consolePath: String) -> [String] {
         let t = topology
         // Same TCG threading as ktstr's own runs (QEMUMachine), or the comparison is unfair.
-        return ["-accel", "tcg,thread=\(QEMUMachine.TCGThreads.fromEnvironment().rawValue)",
+        return ["-accel", "tcg,thread=\(QEMUMachine.TCGThreads.from().rawValue)",
                 "-M", "pc",
                 "-m", "\(memoryMiB)M",
                 "-smp", "\(t.vcpuCount),sockets=\(t.llcs),cores=\(t.coresPerLLC),threads=\(t.threadsPerCore)",

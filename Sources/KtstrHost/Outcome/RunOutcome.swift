@@ -1,6 +1,4 @@
 import KtstrMachine
-import KtstrVMM
-import KtstrQEMU
 import KtstrSchedExt
 import KtstrProtocol
 
@@ -23,14 +21,14 @@ public struct RunOutcome: Codable, Sendable {
     /// The scheduler's own stdout/stderr, as the agent reported it (tail).
     public var schedulerLog: String?
     /// How the machine ended.
-    public var machineExit: String
+    public var machineExit: MachineExit
     /// Things that went wrong around the run (guest died early, agent error, timeouts).
-    public var problems: [String]
+    public var problems: [RunProblem]
 
     public init(backend: BackendKind, kernelRelease: String? = nil, bootMillis: Int? = nil,
                 wallMillis: Int, schedulerExit: SchedulerExit? = nil, failureDump: FailureDump? = nil,
                 workers: [WorkerStats] = [], consoleTail: String = "", schedulerLog: String? = nil,
-                machineExit: String = "", problems: [String] = []) {
+                machineExit: MachineExit = .shutdown, problems: [RunProblem] = []) {
         self.backend = backend; self.kernelRelease = kernelRelease; self.bootMillis = bootMillis
         self.wallMillis = wallMillis; self.schedulerExit = schedulerExit; self.failureDump = failureDump
         self.workers = workers; self.consoleTail = consoleTail; self.schedulerLog = schedulerLog

@@ -41,7 +41,7 @@ public struct PrivateApt: Sendable {
 
     /// The Debian mirror to use: `KTSTR_DEBIAN_MIRROR`, else the system's own sources.
     public static func mirror(systemRoot: String = "/etc/apt") throws -> String {
-        if let m = ProcessInfo.processInfo.environment["KTSTR_DEBIAN_MIRROR"], !m.isEmpty { return m }
+        if let m = KtstrSettings.current.debianMirror { return m }
         guard let m = AptSources.system(root: systemRoot).debianMirror else {
             throw ProvisioningError.missing(
                 what: "no Debian mirror in \(systemRoot)/sources.list{,.d} (ktstr downloads kernels from Debian \(suite))",

@@ -34,9 +34,8 @@ public enum Provisioning {
     public static let defaultKernelVersion = "7.3.4+deb13-cloud-amd64"
 
     public static var cacheDirectory: String {
-        let env = ProcessInfo.processInfo.environment
-        if let d = env["KTSTR_CACHE_DIR"], !d.isEmpty { return d }
-        let home = env["HOME"] ?? NSHomeDirectory()
+        if let d = KtstrSettings.current.cacheDirectory { return d }
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
         return home + "/.cache/ktstr"
     }
 
@@ -44,7 +43,7 @@ public enum Provisioning {
 
     /// explicit path > `KTSTR_KERNEL` > the cached default kernel.
     public static func kernel(explicit: String? = nil) throws -> KernelArtifacts {
-        if let p = explicit ?? ProcessInfo.processInfo.environment["KTSTR_KERNEL"], !p.isEmpty {
+        if let p = explicit ?? KtstrSettings.current.kernel, !p.isEmpty {
             guard exists(p) else {
                 throw ProvisioningError.missing(what: "kernel \(p) does not exist", fix: "pass an existing bzImage or vmlinux")
             }
@@ -72,7 +71,7 @@ public enum Provisioning {
 
     /// The guest agent: `KTSTR_AGENT`, else the one `ktstr setup` built.
     public static func agentBinary() throws -> String {
-        if let p = ProcessInfo.processInfo.environment["KTSTR_AGENT"], !p.isEmpty, exists(p) { return p }
+        if let p = KtstrSettings.current.agent, exists(p) { return p }
         let p = "\(cacheDirectory)/agent/ktstr-guest"
         guard exists(p) else {
             throw ProvisioningError.missing(what: "the guest agent is not built", fix: "run `swift run ktstr setup`")

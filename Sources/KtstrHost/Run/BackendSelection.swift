@@ -47,10 +47,10 @@ public enum BackendSelection {
         }
     }
 
-    public static func decide(_ choice: BackendChoice, environment: [String: String] = ProcessInfo.processInfo.environment,
+    public static func decide(_ choice: BackendChoice, settings: KtstrSettings = .current,
                               host: Host = .probe()) throws -> Decision {
         var effective = choice
-        if choice == .auto, let env = environment["KTSTR_BACKEND"], !env.isEmpty {
+        if choice == .auto, let env = settings.backend {
             guard let c = BackendChoice(rawValue: env.lowercased()) else { throw SelectionError.unknown(env) }
             effective = c
         }

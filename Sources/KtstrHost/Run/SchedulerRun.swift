@@ -27,12 +27,12 @@ public enum SchedulerRun {
     /// `agentPath` replaces the provisioned agent (tests: a program that is not the agent, to
     /// check what a guest that dies early yields).
     static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
-                    artifactsDirectory: String?, log: Log, agentPath: String?,
+                    artifactsDirectory: String?, log: Log, agentPath: String?, settings: KtstrSettings = .current,
                     onMachine: (@Sendable (any Machine) -> Void)? = nil) async throws -> RunOutcome {
         try Task.checkCancellation()
         let kernel = try Provisioning.kernel(explicit: vm.kernel)
         let agent = try agentPath ?? Provisioning.agentBinary()
-        let decision = try BackendSelection.decide(vm.backend)
+        let decision = try BackendSelection.decide(vm.backend, settings: settings)
         log.info("backend \(decision.backend.rawValue): \(decision.why)")
 
         let sched = try resolve(scheduler)
@@ -60,7 +60,7 @@ public enum SchedulerRun {
             // Off the reader thread: the monitor may take a while, the pipe must keep draining.
             monitorQueue.async {
                 // KTSTR_MONITOR=off: no failure monitor (diagnosis: does freezing change the run?).
-                guard ProcessInfo.processInfo.environment["KTSTR_MONITOR"] != "off" else { return }
+                guard settings.monitorEnabled else { return }
                 guard let m = machineBox.machine else { return }
                 monitor.start(machine: m, kallsyms: syms, vmlinux: kernel.vmlinux)
             }
@@ -74,14 +74,14 @@ public enum SchedulerRun {
             let boot = KVMMachine.bootImage(image: kernel.image, vmlinux: kernel.vmlinux)
             if let note = boot.note { log.info(note) }
             machine = try KVMMachine(KVMMachineConfiguration(
-                kernel: boot.path, initrd: image.bytes, commandLineExtra: extraCmdline(), topology: vm.topology,
+                kernel: boot.path, initrd: image.bytes, commandLineExtra: extraCmdline(settings), topology: vm.topology,
                 memoryMiB: vm.memoryMiB, console: console, channel: channel, log: log))
         } else {
             let file = try UnlinkedFile(contents: image.bytes)
             initrd = file
             machine = QEMUMachine(.init(
                 qemuPath: try Provisioning.qemuBinary(), kernelPath: kernel.image, initrdFD: file.fd,
-                kernelCmdline: QEMUMachine.baseCmdline + " " + cmdlineExtras + extraCmdline(),
+                kernelCmdline: QEMUMachine.baseCmdline + " " + cmdlineExtras + extraCmdline(settings),
                 topology: vm.topology, memoryMiB: vm.memoryMiB,
                 accelerator: decision.backend == .qemuKVM ? .kvm : .tcg,
                 console: console, channel: channel), log: log)
@@ -113,17 +113,16 @@ public enum SchedulerRun {
         var outcome = assemble(collector: collector, backend: decision.backend, started: started, wall: wall,
                                exit: exit, dump: dump, expectScheduler: sched != nil)
         // A monitor that could not even start must not look like "no failure happened".
-        if dump == nil, let why = monitor.setupProblem { outcome.problems.append("failure monitor: \(why)") }
-        if Task.isCancelled { outcome.problems.append("cancelled: the VM was killed") }
-        if let dir = artifactsDirectory { writeArtifacts(outcome, to: dir, log: log) }
+        if dump == nil, let why = monitor.setupProblem { outcome.problems.append(RunProblem(.failureMonitorUnavailable, why)) }
+        if Task.isCancelled { outcome.problems.append(RunProblem(.cancelled)) }
+        if let dir = artifactsDirectory { RunArtifacts.write(outcome, to: dir, log: log) }
         try Task.checkCancellation()
         return outcome
     }
 
     /// `KTSTR_CMDLINE` appends kernel arguments (debugging: `loglevel=7`, `sched_ext.*`).
-    static func extraCmdline() -> String {
-        let e = ProcessInfo.processInfo.environment["KTSTR_CMDLINE"] ?? ""
-        return e.isEmpty ? "" : " " + e
+    static func extraCmdline(_ settings: KtstrSettings) -> String {
+        settings.extraCmdline.map { " " + $0 } ?? ""
     }
 
     struct ResolvedScheduler { var path: String; var args: [String]; var name: String }
@@ -145,7 +144,7 @@ public enum SchedulerRun {
                          exit: MachineExit, dump: FailureDump?, expectScheduler: Bool) -> RunOutcome {
         let snap = collector.snapshot
         var o = RunOutcome(backend: backend, wallMillis: millis(wall), failureDump: dump,
-                           consoleTail: collector.consoleTail, machineExit: exit.description)
+                           consoleTail: collector.consoleTail, machineExit: exit)
         if let h = snap.helloAt { o.bootMillis = millis(h - started) }
         var sawDone = false, sawExit = false
         for m in snap.messages {
@@ -154,7 +153,7 @@ public enum SchedulerRun {
             case let .schedulerExit(e, _): o.schedulerExit = e; sawExit = true
             case let .workers(w): o.workers = w
             case let .log(_, text): o.schedulerLog = text
-            case let .problem(p): o.problems.append(p)
+            case let .problem(p): o.problems.append(RunProblem(.agentReported, p))
             case .done: sawDone = true
             default: break
             }
@@ -162,36 +161,25 @@ public enum SchedulerRun {
         // Name a guest kernel crash in one line (the console tail has the details).
         for marker in ["Kernel panic - not syncing:", "Oops:", "BUG:"] {
             if let line = o.consoleTail.split(whereSeparator: \.isNewline).first(where: { $0.contains(marker) }) {
-                o.problems.append("guest kernel: " + line.drop { $0 != "]" }.dropFirst().trimmingCharacters(in: .whitespaces))
+                o.problems.append(RunProblem(.guestKernelCrash, line.drop { $0 != "]" }.dropFirst().trimmingCharacters(in: .whitespaces)))
             }
         }
         if snap.helloAt == nil {
-            o.problems.append("the guest never said hello (kernel panic, agent crash or boot too slow) — see consoleTail")
+            o.problems.append(RunProblem(.guestNeverSaidHello))
         } else if !sawDone {
-            o.problems.append("the agent did not finish (machine \(exit)) — see consoleTail")
+            o.problems.append(RunProblem(.agentDidNotFinish, exit.description))
         }
-        if expectScheduler, !sawExit, snap.helloAt != nil, !o.problems.contains(where: { $0.contains("scheduler") }) {
-            o.problems.append("no scheduler exit was reported")
+        // The agent explains a missing exit itself (start failure, no exit information);
+        // only a silent run gets this generic one.
+        if expectScheduler, !sawExit, snap.helloAt != nil, !o.problems.contains(.agentReported) {
+            o.problems.append(RunProblem(.noSchedulerExit))
         }
-        if case .timeout = exit { o.problems.append("the VM ran past its timeout and was killed") }
+        if case .timeout = exit { o.problems.append(RunProblem(.timeout)) }
         return o
     }
 
     static func millis(_ d: Duration) -> Int {
         Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
-    }
-
-    static func writeArtifacts(_ o: RunOutcome, to dir: String, log: Log) {
-        do {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try enc.encode(o).write(to: URL(fileURLWithPath: dir + "/outcome.json"))
-            try Data(o.consoleTail.utf8).write(to: URL(fileURLWithPath: dir + "/console.log"))
-            if let l = o.schedulerLog { try Data(l.utf8).write(to: URL(fileURLWithPath: dir + "/scheduler.log")) }
-        } catch {
-            log.warning("cannot write artifacts to \(dir): \(error)")
-        }
     }
 }
 

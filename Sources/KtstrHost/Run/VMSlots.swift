@@ -17,8 +17,8 @@ public actor VMSlots {
     private var nextID = 0
     private var waiters: [(id: Int, units: Int, cont: CheckedContinuation<Void, Error>)] = []
 
-    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
-        if let s = environment["KTSTR_MAX_VMS"], let n = Int(s), n > 0 {
+    public init(settings: KtstrSettings = .current) {
+        if let n = settings.maxVMs {
             capacity = n; countVMs = true
         } else {
             capacity = max(1, ProcessInfo.processInfo.activeProcessorCount); countVMs = false

@@ -1,0 +1,67 @@
+import KtstrMachine
+
+/// Something that went wrong around a run, apart from how the scheduler exited. Code decides
+/// on `kind`; `detail` is text that came from elsewhere (a kernel log line, the agent's words)
+/// and `description` is for people.
+public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Codable, Sendable, CaseIterable {
+        /// No hello from the agent: kernel panic, agent crash, or a boot slower than the timeout.
+        case guestNeverSaidHello = "guest_never_said_hello"
+        /// The agent said hello but never sent `done`.
+        case agentDidNotFinish = "agent_did_not_finish"
+        /// A scheduler was asked for, the agent finished, and no exit was reported.
+        case noSchedulerExit = "no_scheduler_exit"
+        /// The VM ran past its timeout and was killed.
+        case timeout
+        /// The guest kernel printed a panic, Oops or BUG (detail: that line).
+        case guestKernelCrash = "guest_kernel_crash"
+        /// The agent reported a problem (detail: its message).
+        case agentReported = "agent_reported"
+        /// The failure monitor could not start, so a missing dump proves nothing (detail: why).
+        case failureMonitorUnavailable = "failure_monitor_unavailable"
+        /// The run's task was cancelled and the VM killed.
+        case cancelled
+    }
+
+    public var kind: Kind
+    public var detail: String?
+
+    public init(_ kind: Kind, _ detail: String? = nil) {
+        self.kind = kind
+        self.detail = detail
+    }
+
+    public var description: String {
+        let d = detail ?? ""
+        return switch kind {
+        case .guestNeverSaidHello: "the guest never said hello (kernel panic, agent crash or boot too slow) — see consoleTail"
+        case .agentDidNotFinish: "the agent did not finish (machine \(d)) — see consoleTail"
+        case .noSchedulerExit: "no scheduler exit was reported"
+        case .timeout: "the VM ran past its timeout and was killed"
+        case .guestKernelCrash: "guest kernel: \(d)"
+        case .agentReported: d
+        case .failureMonitorUnavailable: "failure monitor: \(d)"
+        case .cancelled: "cancelled: the VM was killed"
+        }
+    }
+
+    private enum CodingKeys: String, CodingKey { case kind, detail, message }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        kind = try c.decode(Kind.self, forKey: .kind)
+        detail = try c.decodeIfPresent(String.self, forKey: .detail)
+    }
+
+    /// `message` (the description) is written for readers of the JSON; it is not read back.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(kind, forKey: .kind)
+        try c.encodeIfPresent(detail, forKey: .detail)
+        try c.encode(description, forKey: .message)
+    }
+}
+
+extension Array where Element == RunProblem {
+    public func contains(_ kind: RunProblem.Kind) -> Bool { contains { $0.kind == kind } }
+}
