@@ -20,6 +20,8 @@ public struct VMConfig: Codable, Sendable, Hashable {
     public var kernel: String?
     public var backend: BackendChoice
     /// Hard limit for the whole VM (boot + run + teardown), seconds.
+    /// The longest a VM may run (a day): bounds `timeoutSeconds` before it becomes milliseconds.
+    public static let maxTimeoutSeconds: Double = 86_400
     public var timeoutSeconds: Double
 
     public init(cpus: Int = 2, memoryMiB: Int = 512, topology: Topology? = nil, kernel: String? = nil,

@@ -57,7 +57,8 @@ struct Arguments {
 
     mutating func doubleOption(_ name: String) throws -> Double? {
         guard let v = try option(name) else { return nil }
-        guard let n = Double(v) else { throw CLIError("--\(name) takes a number, not '\(v)'", status: 2) }
+        // nan, inf and 1e400 parse as Double but are no duration: refuse them here.
+        guard let n = Double(v), n.isFinite else { throw CLIError("--\(name) takes a finite number, not '\(v)'", status: 2) }
         return n
     }
 

@@ -40,6 +40,9 @@ struct RunCommand: CLICommand {
         guard (1...64).contains(cpus) else { throw CLIError("--cpus must be 1...64", status: 2) }
         guard (128...65536).contains(memory) else { throw CLIError("--memory must be 128...65536 MiB", status: 2) }
         guard duration >= 0, duration <= 3600 else { throw CLIError("--duration must be 0...3600 s", status: 2) }
+        guard timeout > 0, timeout <= VMConfig.maxTimeoutSeconds else {
+            throw CLIError("--timeout must be more than 0 and at most \(Int(VMConfig.maxTimeoutSeconds)) s", status: 2)
+        }
         guard let backend = BackendChoice(rawValue: backendText) else {
             throw CLIError("--backend must be auto, kvm, qemu or qemu-tcg, not '\(backendText)'", status: 2)
         }

@@ -30,6 +30,11 @@ public enum SchedulerRun {
                     artifactsDirectory: String?, log: Log, agentPath: String?, settings: KtstrSettings = .current,
                     onMachine: (@Sendable (any Machine) -> Void)? = nil) async throws -> RunOutcome {
         try Task.checkCancellation()
+        // Checked before any conversion: nan, inf or a negative timeout must be a usage error,
+        // not a trap in Int(_:) or a run blamed on the guest.
+        guard vm.timeoutSeconds.isFinite, vm.timeoutSeconds > 0, vm.timeoutSeconds <= VMConfig.maxTimeoutSeconds else {
+            throw RunError.setup("timeout \(vm.timeoutSeconds) s: must be more than 0 and at most \(Int(VMConfig.maxTimeoutSeconds)) s")
+        }
         let kernel = try Provisioning.kernel(explicit: vm.kernel)
         let agent = try agentPath ?? Provisioning.agentBinary()
         let decision = try BackendSelection.decide(vm.backend, settings: settings)
