@@ -190,7 +190,7 @@ struct BTFBuilder {
         let path = NSTemporaryDirectory() + "ktstr-elf-test-\(getpid())"
         defer { unlink(path) }
         for blob: [UInt8] in [[], Array("not an elf at all".utf8), [0x7F, 0x45, 0x4C, 0x46, 2, 1] + [UInt8](repeating: 0xFF, count: 58)] {
-            FileManager.default.createFile(atPath: path, contents: Data(blob))
+            _ = FileManager.default.createFile(atPath: path, contents: Data(blob))
             #expect(throws: ELFSectionError.self) { try ELFSection.read(".BTF", from: path) }
         }
         #expect(throws: ELFSectionError.self) { try ELFSection.read(".BTF", from: "/nonexistent/vmlinux") }
