@@ -49,6 +49,13 @@ public protocol Machine: AnyObject, Sendable {
     func wait(timeout: Duration) -> MachineExit
     /// Stops the guest now; safe to call from any thread, any number of times.
     func kill()
+    /// Port and MMIO accesses no device handled so far, per port / address (any thread).
+    var unhandledAccesses: UnhandledAccesses { get }
+}
+
+extension Machine {
+    /// Backends that cannot see individual accesses (QEMU) report none.
+    public var unhandledAccesses: UnhandledAccesses { .none }
 }
 
 /// A machine that can latch a write to `scx_sched.exit_kind` in hardware (KVMMachine's DR0

@@ -8,8 +8,8 @@ import Testing
     static let when: Double = 1_796_130_449
 
     func read(_ c: inout CMOSClock, _ reg: UInt8) -> UInt8 {
-        c.write(port: CMOSClock.indexPort, value: reg)
-        return c.read(port: CMOSClock.dataPort)
+        c.write(offset: CMOSClock.indexOffset, value: reg)
+        return c.read(offset: CMOSClock.dataOffset)
     }
 
     @Test func timeIsBCDIn24HourModeByDefault() {
@@ -33,8 +33,8 @@ import Testing
 
     @Test func binaryAnd12HourFormatsFollowStatusB() {
         var c = CMOSClock(now: { Self.when })
-        c.write(port: CMOSClock.indexPort, value: 0x0b)
-        c.write(port: CMOSClock.dataPort, value: 0x04)          // binary, 12-hour
+        c.write(offset: CMOSClock.indexOffset, value: 0x0b)
+        c.write(offset: CMOSClock.dataOffset, value: 0x04)          // binary, 12-hour
         #expect(read(&c, 0x00) == 29)
         #expect(read(&c, 0x04) == 0x80 | 1)                     // 1 PM
         #expect(read(&c, 0x09) == 26)
@@ -42,12 +42,12 @@ import Testing
 
     @Test func ramKeepsWritesAndTimeIgnoresThem() {
         var c = CMOSClock(now: { Self.when })
-        c.write(port: CMOSClock.indexPort, value: 0x80 | 0x40)  // NMI-disable bit is not part of the index
-        c.write(port: CMOSClock.dataPort, value: 0x5a)
+        c.write(offset: CMOSClock.indexOffset, value: 0x80 | 0x40)  // NMI-disable bit is not part of the index
+        c.write(offset: CMOSClock.dataOffset, value: 0x5a)
         #expect(read(&c, 0x40) == 0x5a)
-        c.write(port: CMOSClock.indexPort, value: 0x00)
-        c.write(port: CMOSClock.dataPort, value: 0x59)
+        c.write(offset: CMOSClock.indexOffset, value: 0x00)
+        c.write(offset: CMOSClock.dataOffset, value: 0x59)
         #expect(read(&c, 0x00) == 0x29)
-        #expect(c.read(port: CMOSClock.indexPort) == 0xff)
+        #expect(c.read(offset: CMOSClock.indexOffset) == 0xff)
     }
 }

@@ -11,6 +11,7 @@ final class FakeRun {
     static let size = 8192
     let raw: UnsafeMutableRawPointer
     var run: UnsafeMutablePointer<kvm_run> { raw.assumingMemoryBound(to: kvm_run.self) }
+    var page: KVMRunPage { KVMRunPage(base: raw, size: Self.size) }
 
     init() {
         raw = UnsafeMutableRawPointer.allocate(byteCount: Self.size, alignment: 4096)
@@ -68,7 +69,7 @@ final class RecordingDevice: PortIODevice, MMIODevice {
     }
 
     func handle(_ d: ExitDispatch, _ f: FakeRun, _ e: VCPUExit) -> ExitAction {
-        d.handle(e, run: f.raw, runSize: FakeRun.size, cpu: 0)
+        d.handle(e, page: f.page, cpu: 0)
     }
 
     @Test func portWriteReachesDeviceAtItsOffset() throws {
@@ -179,13 +180,13 @@ final class RecordingDevice: PortIODevice, MMIODevice {
     @Test func emulationFailureNamesTheInstructionBytes() {
         // What this host's KVM reported for an INT3 it could not emulate.
         let data: [UInt64] = [0x1, 0xfeeb_cc0f, 0x0, 0x1000]
-        let bytes = ExitDispatch.emulationFailureBytes(suberror: UInt32(KVM_INTERNAL_ERROR_EMULATION), data: data)
+        let bytes = VCPUExit.emulationFailureBytes(suberror: UInt32(KVM_INTERNAL_ERROR_EMULATION), data: data)
         #expect(bytes?.prefix(3) == [0xcc, 0xeb, 0xfe])
         #expect(bytes?.count == 15)
-        #expect(ExitDispatch.emulationFailureBytes(suberror: UInt32(KVM_INTERNAL_ERROR_EMULATION), data: [0, 0xff, 0]) == nil)
-        #expect(ExitDispatch.emulationFailureBytes(suberror: UInt32(KVM_INTERNAL_ERROR_EMULATION), data: [1]) == nil)
+        #expect(VCPUExit.emulationFailureBytes(suberror: UInt32(KVM_INTERNAL_ERROR_EMULATION), data: [0, 0xff, 0]) == nil)
+        #expect(VCPUExit.emulationFailureBytes(suberror: UInt32(KVM_INTERNAL_ERROR_EMULATION), data: [1]) == nil)
         // A size byte above 15 is clamped, never trusted.
-        #expect(ExitDispatch.emulationFailureBytes(suberror: 1, data: [1, 0xff, 0])?.count == 15)
+        #expect(VCPUExit.emulationFailureBytes(suberror: 1, data: [1, 0xff, 0])?.count == 15)
     }
 
     @Test func busRejectsOverlapsAndWraps() throws {

@@ -29,7 +29,7 @@ struct KVMSystemTests {
         try vcpu.setRegs(r)
         #expect(try vcpu.getRegs().rax == 0x1234_5678_9abc_def0)
         try vcpu.setCPUID(try kvm.supportedCPUID())
-        #expect(try vcpu.getMPState() == UInt32(KVM_MP_STATE_RUNNABLE))
+        #expect(try vcpu.getMPState() == .runnable)
         let msrs = try vcpu.getMSRs([0x174]) // IA32_SYSENTER_CS
         #expect(msrs.count == 1)
         try vcpu.setMSRs([(index: 0x174, value: 0x10)])

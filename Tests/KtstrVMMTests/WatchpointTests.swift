@@ -82,7 +82,7 @@ import Testing
         ckvm_run_set_exit_reason(f.run, UInt32(KVM_EXIT_DEBUG))
         ckvm_run_set_debug(f.run, 1, 0xffff_ffff_8100_1234, 0xffff_0ff1, 0x400)
         #expect(VCPUExit.decode(f.run) == .debug(.init(exception: 1, pc: 0xffff_ffff_8100_1234, dr6: 0xffff_0ff1, dr7: 0x400)))
-        #expect(d.handle(VCPUExit.decode(f.run), run: f.raw, runSize: FakeRun.size, cpu: 0) == .resume)
+        #expect(d.handle(VCPUExit.decode(f.run), page: f.page, cpu: 0) == .resume)
         #expect(mon.failureTrigger.fired)
     }
 }

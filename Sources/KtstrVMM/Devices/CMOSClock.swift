@@ -11,8 +11,13 @@ import KtstrMachine
 /// keeps what the guest writes. Writes to the time registers are ignored: the guest cannot
 /// move the host's clock.
 public struct CMOSClock: Sendable {
+    /// Where a PC has it (the bus registration uses these, the device does not).
     public static let indexPort: UInt16 = 0x70
     public static let dataPort: UInt16 = 0x71
+    /// Register offsets within the two-port window (rust-vmm style: the device decodes
+    /// offsets, never absolute ports).
+    public static let indexOffset: UInt16 = 0
+    public static let dataOffset: UInt16 = 1
 
     enum Reg {
         static let seconds: UInt8 = 0x00, minutes: UInt8 = 0x02, hours: UInt8 = 0x04
@@ -34,17 +39,18 @@ public struct CMOSClock: Sendable {
         self.now = now
     }
 
-    /// A guest read of `port`: 0x71 reads the selected register; the write-only index port
-    /// (and anything else) reads 0xff.
-    public mutating func read(port: UInt16) -> UInt8 {
-        guard port == Self.dataPort else { return 0xff }
+    /// A guest read at `offset`: the data register reads the selected register; the
+    /// write-only index register (and anything past the window) reads 0xff.
+    public mutating func read(offset: UInt16) -> UInt8 {
+        guard offset == Self.dataOffset else { return 0xff }
         return register(index)
     }
 
-    /// A guest write of `value` to `port`. Index bit 7 is the NMI-disable gate, not part of
-    /// the register number.
-    public mutating func write(port: UInt16, value: UInt8) {
-        if port == Self.indexPort { index = value & 0x7f; return }
+    /// A guest write of `value` at `offset`. Index bit 7 is the NMI-disable gate, not part
+    /// of the register number.
+    public mutating func write(offset: UInt16, value: UInt8) {
+        if offset == Self.indexOffset { index = value & 0x7f; return }
+        guard offset == Self.dataOffset else { return }
         switch index {
         case Reg.statusB: statusB = value // format bits (binary/BCD, 12/24 h) take effect
         case Reg.statusA, Reg.statusC, Reg.statusD: break

@@ -73,22 +73,24 @@ public final class SerialPortDevice: PortIODevice {
 /// The i8042 on the port bus. Register it with `DeviceBus.addI8042()` (ports 0x60 and 0x64
 /// only): ports 0x61-0x63 in between are the NMI-status/speaker port and friends, which a
 /// guest polls during PIT calibration and must not read as the keyboard controller.
-/// `base` is the port the registration starts at (offsets are relative to it).
+/// Each registration is one port wide and stands for one `register` (the controller keeps
+/// no state that spans the two, so each window has its own).
 public final class I8042Device: PortIODevice {
     private let state = Mutex(I8042())
-    public let base: UInt16
+    public let register: I8042.Register
 
-    public init(base: UInt16 = I8042.dataPort) { self.base = base }
+    public init(register: I8042.Register) { self.register = register }
 
     public func read(offset: UInt16, into data: UnsafeMutableRawBufferPointer) {
         state.withLock { c in
-            for i in 0..<data.count { data[i] = c.read(port: base &+ offset &+ UInt16(i)) }
+            // Byte 0 is the register; wider reads run past the one-port window: float high.
+            for i in 0..<data.count { data[i] = offset &+ UInt16(i) == 0 ? c.read(register) : 0xff }
         }
     }
 
     public func write(offset: UInt16, from data: UnsafeRawBufferPointer) -> DeviceAction {
-        guard let first = data.first else { return .none }
-        let action = state.withLock { $0.write(port: base &+ offset, value: first) }
+        guard offset == 0, let first = data.first else { return .none }
+        let action = state.withLock { $0.write(register, value: first) }
         switch action {
         case .none: return .none
         case .reset: return .shutdown("guest reset through the i8042 (0xFE to port 0x64)")
@@ -99,8 +101,8 @@ public final class I8042Device: PortIODevice {
 extension DeviceBus {
     /// The i8042 at its two ports, 0x60 (data) and 0x64 (status/command).
     public mutating func addI8042() throws(KVMError) {
-        try add(I8042Device(base: I8042.dataPort), ports: I8042.dataPort, count: 1)
-        try add(I8042Device(base: I8042.commandPort), ports: I8042.commandPort, count: 1)
+        try add(I8042Device(register: .data), ports: I8042.dataPort, count: 1)
+        try add(I8042Device(register: .command), ports: I8042.commandPort, count: 1)
     }
 }
 
@@ -112,13 +114,13 @@ public final class CMOSClockDevice: PortIODevice {
 
     public func read(offset: UInt16, into data: UnsafeMutableRawBufferPointer) {
         state.withLock { c in
-            for i in 0..<data.count { data[i] = c.read(port: CMOSClock.indexPort &+ offset &+ UInt16(i)) }
+            for i in 0..<data.count { data[i] = c.read(offset: offset &+ UInt16(i)) }
         }
     }
 
     public func write(offset: UInt16, from data: UnsafeRawBufferPointer) -> DeviceAction {
         state.withLock { c in
-            for i in 0..<data.count { c.write(port: CMOSClock.indexPort &+ offset &+ UInt16(i), value: data[i]) }
+            for i in 0..<data.count { c.write(offset: offset &+ UInt16(i), value: data[i]) }
         }
         return .none
     }

@@ -8,10 +8,10 @@ public final class EventFD: @unchecked Sendable {
     public let fd: Int32
 
     /// `nonBlocking`: `read()` returns 0 instead of blocking when the counter is zero.
-    public init(nonBlocking: Bool = true) throws(KVMError) {
+    public init(nonBlocking: Bool = true) throws(SystemCallError) {
         let flags = nonBlocking ? ckvm_eventfd_flags_cloexec_nonblock() : ckvm_eventfd_flags_cloexec()
         let fd = ckvm_eventfd(0, flags)
-        guard fd >= 0 else { throw KVMError.ioctl(call: "eventfd", errno: errno) }
+        guard fd >= 0 else { throw .lastError("eventfd") }
         self.fd = fd
     }
 

@@ -11,10 +11,10 @@ public enum KVMError: Error, CustomStringConvertible, Equatable {
     case apiVersion(Int32)
     /// A capability the caller needs is absent.
     case missingCapability(String)
-    /// mmap of a vCPU's kvm_run page failed.
-    case mmapFailed(what: String, errno: Int32)
     /// A caller-supplied configuration is inconsistent (overlapping memslots, ...).
     case invalidConfiguration(String)
+    /// A system call that is not a KVM ioctl failed (an allocation for an ioctl argument...).
+    case system(SystemCallError)
 
     public var description: String {
         switch self {
@@ -33,10 +33,10 @@ public enum KVMError: Error, CustomStringConvertible, Equatable {
             return "/dev/kvm reports API version \(v), expected 12 — use a Linux host kernel with a standard KVM"
         case let .missingCapability(cap):
             return "KVM lacks \(cap) — use a newer host kernel or the QEMU backend"
-        case let .mmapFailed(what, e):
-            return "mmap of \(what) failed: \(Self.errnoText(e)) — free host memory or raise RLIMIT_MEMLOCK/vm.max_map_count"
         case let .invalidConfiguration(why):
             return "invalid VM configuration: \(why)"
+        case let .system(error):
+            return error.description
         }
     }
 

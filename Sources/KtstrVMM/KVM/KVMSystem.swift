@@ -63,7 +63,7 @@ public final class KVMSystem: @unchecked Sendable {
     public func supportedCPUID(maxEntries: Int = 256) throws(KVMError) -> [kvm_cpuid_entry2] {
         var capacity = maxEntries
         while true {
-            guard let c = ckvm_cpuid2_alloc(UInt32(capacity)) else { throw KVMError.ioctl(call: "KVM_GET_SUPPORTED_CPUID", errno: ENOMEM) }
+            guard let c = ckvm_cpuid2_alloc(UInt32(capacity)) else { throw KVMError.system(.lastError("calloc(kvm_cpuid2)")) }
             defer { free(c) }
             if ckvm_get_supported_cpuid(fd, c) == 0 {
                 let n = Int(c.pointee.nent)
@@ -80,7 +80,7 @@ public final class KVMSystem: @unchecked Sendable {
     public func msrIndexList() throws(KVMError) -> [UInt32] {
         var capacity = 256
         while true {
-            guard let l = ckvm_msr_list_alloc(UInt32(capacity)) else { throw KVMError.ioctl(call: "KVM_GET_MSR_INDEX_LIST", errno: ENOMEM) }
+            guard let l = ckvm_msr_list_alloc(UInt32(capacity)) else { throw KVMError.system(.lastError("calloc(kvm_msr_list)")) }
             defer { free(l) }
             if ckvm_get_msr_index_list(fd, l) == 0 {
                 return Array(UnsafeBufferPointer(start: ckvm_msr_list_indices(l), count: min(Int(l.pointee.nmsrs), capacity)))

@@ -11,8 +11,10 @@ public final class KVMVCPU: @unchecked Sendable {
     public let id: Int
     public let fd: Int32
     /// The shared kvm_run page(s). Valid until deinit.
-    public let runPointer: UnsafeMutablePointer<kvm_run>
+    let runPointer: UnsafeMutablePointer<kvm_run>
     public let runMappingSize: Int
+    /// Typed access to the kvm_run mapping (exit, I/O and MMIO data, immediate_exit).
+    public var runPage: KVMRunPage { KVMRunPage(base: UnsafeMutableRawPointer(runPointer), size: runMappingSize) }
     /// Keeps the VM fd open while a vCPU exists.
     public let vm: KVMVM
 
@@ -21,7 +23,7 @@ public final class KVMVCPU: @unchecked Sendable {
             throw KVMError.invalidConfiguration("vCPU mmap size \(mmapSize) is smaller than kvm_run")
         }
         let p = mmap(nil, mmapSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-        guard let p, p != MAP_FAILED else { throw KVMError.mmapFailed(what: "kvm_run of vCPU \(id)", errno: errno) }
+        guard let p, p != MAP_FAILED else { throw KVMError.system(.lastError("mmap(kvm_run of vCPU \(id))")) }
         self.id = id
         self.fd = fd
         self.runMappingSize = mmapSize
@@ -35,22 +37,23 @@ public final class KVMVCPU: @unchecked Sendable {
     }
 
     public enum RunResult: Sendable, Equatable {
-        /// The guest exited to userspace; `runPointer.pointee.exit_reason` says why.
-        case exit
+        /// The guest exited to userspace for this reason. Port/MMIO data lives in `runPage`
+        /// until the next `run()`, which completes the access.
+        case exit(VCPUExit)
         /// KVM_RUN returned EINTR (signal or immediate_exit) or EAGAIN: nothing to handle.
         case interrupted
     }
 
-    /// KVM_RUN once.
+    /// KVM_RUN once, decoding the exit.
     public func run() throws(KVMError) -> RunResult {
-        if ckvm_run(fd) == 0 { return .exit }
+        if ckvm_run(fd) == 0 { return .exit(runPage.exit) }
         let e = errno
         if e == EINTR || e == EAGAIN { return .interrupted }
         throw KVMError.ioctl(call: "KVM_RUN", errno: e)
     }
 
     /// Sets kvm_run.immediate_exit (sequentially consistent; any thread).
-    public func setImmediateExit(_ on: Bool) { ckvm_run_set_immediate_exit(runPointer, on ? 1 : 0) }
+    public func setImmediateExit(_ on: Bool) { runPage.setImmediateExit(on) }
 
     public func getRegs() throws(KVMError) -> kvm_regs {
         var r = kvm_regs()
@@ -87,7 +90,7 @@ public final class KVMVCPU: @unchecked Sendable {
 
     /// KVM_SET_CPUID2 with `entries` (typically from `KVMSystem.supportedCPUID()`, edited).
     public func setCPUID(_ entries: [kvm_cpuid_entry2]) throws(KVMError) {
-        guard let c = ckvm_cpuid2_alloc(UInt32(entries.count)) else { throw KVMError.ioctl(call: "KVM_SET_CPUID2", errno: ENOMEM) }
+        guard let c = ckvm_cpuid2_alloc(UInt32(entries.count)) else { throw KVMError.system(.lastError("calloc(kvm_cpuid2)")) }
         defer { free(c) }
         let dst = ckvm_cpuid2_entries(c)
         for (i, e) in entries.enumerated() { dst?[i] = e }
@@ -98,7 +101,7 @@ public final class KVMVCPU: @unchecked Sendable {
     /// (it stops at the first one it cannot, so the result may be shorter).
     public func getMSRs(_ indices: [UInt32]) throws(KVMError) -> [UInt32: UInt64] {
         guard !indices.isEmpty else { return [:] }
-        guard let m = ckvm_msrs_alloc(UInt32(indices.count)) else { throw KVMError.ioctl(call: "KVM_GET_MSRS", errno: ENOMEM) }
+        guard let m = ckvm_msrs_alloc(UInt32(indices.count)) else { throw KVMError.system(.lastError("calloc(kvm_msrs)")) }
         defer { free(m) }
         let e = ckvm_msrs_entries(m)
         for (i, idx) in indices.enumerated() { e?[i].index = idx }
@@ -111,7 +114,7 @@ public final class KVMVCPU: @unchecked Sendable {
     /// KVM_SET_MSRS; throws if KVM accepted fewer than all of them (naming the first refused).
     public func setMSRs(_ msrs: [(index: UInt32, value: UInt64)]) throws(KVMError) {
         guard !msrs.isEmpty else { return }
-        guard let m = ckvm_msrs_alloc(UInt32(msrs.count)) else { throw KVMError.ioctl(call: "KVM_SET_MSRS", errno: ENOMEM) }
+        guard let m = ckvm_msrs_alloc(UInt32(msrs.count)) else { throw KVMError.system(.lastError("calloc(kvm_msrs)")) }
         defer { free(m) }
         let e = ckvm_msrs_entries(m)
         for (i, msr) in msrs.enumerated() { e?[i].index = msr.index; e?[i].data = msr.value }
@@ -132,15 +135,15 @@ public final class KVMVCPU: @unchecked Sendable {
         _ = try kvmCall("KVM_SET_LAPIC") { ckvm_set_lapic(fd, &l) }
     }
 
-    /// KVM_GET_MP_STATE (KVM_MP_STATE_RUNNABLE, _UNINITIALIZED, _INIT_RECEIVED, _HALTED, ...).
-    public func getMPState() throws(KVMError) -> UInt32 {
+    /// KVM_GET_MP_STATE.
+    public func getMPState() throws(KVMError) -> KVMMPState {
         var s = kvm_mp_state()
         _ = try kvmCall("KVM_GET_MP_STATE") { ckvm_get_mp_state(fd, &s) }
-        return s.mp_state
+        return KVMMPState(rawValue: s.mp_state)
     }
 
-    public func setMPState(_ state: UInt32) throws(KVMError) {
-        var s = kvm_mp_state(mp_state: state)
+    public func setMPState(_ state: KVMMPState) throws(KVMError) {
+        var s = kvm_mp_state(mp_state: state.rawValue)
         _ = try kvmCall("KVM_SET_MP_STATE") { ckvm_set_mp_state(fd, &s) }
     }
 

@@ -68,8 +68,10 @@ public final class KVMVM: @unchecked Sendable {
         _ = try kvmCall("KVM_CREATE_IRQCHIP") { ckvm_create_irqchip(fd) }
     }
 
-    /// KVM_CREATE_PIT2 (after the irqchip). `flags`: KVM_PIT_SPEAKER_DUMMY to swallow port 0x61.
-    public func createPIT2(flags: UInt32 = 0) throws(KVMError) {
+    /// KVM_CREATE_PIT2 (after the irqchip). `dummySpeaker`: KVM_PIT_SPEAKER_DUMMY, the PIT
+    /// also swallows port 0x61 (the PC speaker gate) so the guest's probes stay in the kernel.
+    public func createPIT2(dummySpeaker: Bool = false) throws(KVMError) {
+        let flags = dummySpeaker ? UInt32(KVM_PIT_SPEAKER_DUMMY) : 0
         _ = try kvmCall("KVM_CREATE_PIT2") { ckvm_create_pit2(fd, flags) }
     }
 

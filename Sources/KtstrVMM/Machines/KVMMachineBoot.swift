@@ -1,4 +1,3 @@
-import CKVM
 import KtstrMachine
 
 /// The x86-64 direct Linux boot on KVM objects: guest RAM contents (kernel, zero page,
@@ -51,22 +50,22 @@ enum KVMLinuxBoot {
         try vm.setTSSAddress(BootLayout.kvmTSS)
         try? vm.setIdentityMapAddress(BootLayout.kvmIdentityMap) // Intel EPT only; optional
         try vm.createIRQChip()
-        try vm.createPIT2(flags: UInt32(KVM_PIT_SPEAKER_DUMMY))
+        try vm.createPIT2(dummySpeaker: true)
     }
 
-    static func cpuid(_ e: CPUIDEntry) -> kvm_cpuid_entry2 {
-        var k = kvm_cpuid_entry2()
+    static func cpuid(_ e: CPUIDEntry) -> KVMCPUIDEntry {
+        var k = KVMCPUIDEntry()
         k.function = e.function; k.index = e.index; k.flags = e.flags
         k.eax = e.eax; k.ebx = e.ebx; k.ecx = e.ecx; k.edx = e.edx
         return k
     }
 
-    static func cpuid(_ k: kvm_cpuid_entry2) -> CPUIDEntry {
+    static func cpuid(_ k: KVMCPUIDEntry) -> CPUIDEntry {
         CPUIDEntry(function: k.function, index: k.index, flags: k.flags, eax: k.eax, ebx: k.ebx, ecx: k.ecx, edx: k.edx)
     }
 
-    static func segment(_ s: SegmentState) -> kvm_segment {
-        var k = kvm_segment()
+    static func segment(_ s: SegmentState) -> KVMSegment {
+        var k = KVMSegment()
         k.base = s.base; k.limit = s.limit; k.selector = s.selector; k.type = s.type
         k.present = s.present ? 1 : 0; k.dpl = s.dpl; k.db = s.db ? 1 : 0; k.s = s.s ? 1 : 0
         k.l = s.l ? 1 : 0; k.g = s.g ? 1 : 0; k.avl = s.avl ? 1 : 0; k.unusable = s.unusable ? 1 : 0
@@ -90,7 +89,7 @@ enum KVMLinuxBoot {
 
         // FPU and MSRs on every vCPU (the same TSC write on all keeps KVM's TSC sync happy);
         // the kernel reprograms them on each AP anyway.
-        var fpu = kvm_fpu()
+        var fpu = KVMFPUState()
         fpu.fcw = EntryState.fcw
         fpu.mxcsr = EntryState.mxcsr
         try vcpu.setFPU(fpu)
@@ -102,11 +101,11 @@ enum KVMLinuxBoot {
         }
 
         guard index == 0 else {
-            try vcpu.setMPState(UInt32(KVM_MP_STATE_UNINITIALIZED))
+            try vcpu.setMPState(.uninitialized)
             return
         }
         let st = EntryState(entry: entry)
-        var regs = kvm_regs()
+        var regs = KVMRegisters()
         regs.rip = st.rip; regs.rsi = st.rsi; regs.rsp = st.rsp; regs.rbp = 0; regs.rflags = st.rflags
         try vcpu.setRegs(regs)
 
@@ -120,6 +119,6 @@ enum KVMLinuxBoot {
         s.cr0 = st.cr0; s.cr3 = st.cr3; s.cr4 = st.cr4; s.efer = st.efer
         try vcpu.setSregs(s)
 
-        try vcpu.setMPState(UInt32(KVM_MP_STATE_RUNNABLE))
+        try vcpu.setMPState(.runnable)
     }
 }

@@ -1,4 +1,3 @@
-import CKVM
 import Foundation
 import Glibc
 import Synchronization

@@ -1,4 +1,3 @@
-import CKVM
 import Foundation
 import Glibc
 import Synchronization
@@ -55,8 +54,9 @@ final class RunCore: @unchecked Sendable {
         guard !started.load(ordering: .sequentiallyConsistent) else {
             throw KVMError.invalidConfiguration("start() called twice")
         }
-        // Without the no-op handler a kick would terminate the process (SIGUSR1's default).
-        guard VCPUKick.install() else { throw KVMError.ioctl(call: "sigaction(SIGUSR1)", errno: EINVAL) }
+        // Without the no-op handler a kick would terminate the process (the default action
+        // of a real-time signal).
+        try VCPUKick.install()
         started.store(true, ordering: .sequentiallyConsistent)
         for slot in slots {
             var attr = pthread_attr_t()
@@ -74,9 +74,11 @@ final class RunCore: @unchecked Sendable {
             if rc != 0 {
                 Unmanaged<ThreadStart>.fromOpaque(box).release()
                 // The vCPUs already started must not run on alone.
-                stop(.fatal("could not start vCPU thread \(slot.index)"), detail: "pthread_create: \(KVMError.errnoText(rc))")
+                // pthread_create returns the error instead of setting errno.
+                let error = SystemCallError(call: "pthread_create(vCPU \(slot.index))", errno: rc)
+                stop(.fatal("could not start vCPU thread \(slot.index)"), detail: error.description)
                 markNeverStarted(from: slot.index)
-                throw KVMError.ioctl(call: "pthread_create(vCPU \(slot.index))", errno: rc)
+                throw error
             }
             threads.withLock { $0[slot.index] = tid }
         }

@@ -13,6 +13,7 @@ extension RunnerBackedMachine {
     public func thaw() throws { runner.thaw() }
     public func wait(timeout: Duration) -> MachineExit { runner.wait(timeout: timeout) }
     public func kill() { runner.kill() }
+    public var unhandledAccesses: UnhandledAccesses { runner.unhandledAccesses }
     /// How the run ended, in words (shutdown reason or fatal diagnostic), once it has.
     public var stopDetail: String? { runner.stopDetail }
 }

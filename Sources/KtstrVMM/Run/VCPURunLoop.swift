@@ -1,4 +1,3 @@
-import CKVM
 import Foundation
 import Glibc
 import Synchronization
@@ -8,12 +7,18 @@ import KtstrMachine
 /// shutdown or fatal, parking on freeze.
 extension RunCore {
     func threadMain(_ slot: VCPUSlot) {
-        VCPUKick.unblockOnCurrentThread()
         Thread.current.name = "ktstr-vcpu\(slot.index)" // sets the pthread name (top, gdb)
         defer {
             slot.exited.store(true, ordering: .sequentiallyConsistent)
             cond.lock(); exitedCount += 1; cond.broadcast(); cond.unlock()
             signalWake()
+        }
+        do {
+            try VCPUKick.unblockOnCurrentThread()
+        } catch {
+            // Unkickable, this vCPU could never be frozen or stopped: end the run now.
+            stop(.fatal("vCPU \(slot.index): \(error)"), detail: "vCPU \(slot.index): \(error)")
+            return
         }
         let vcpu = slot.vcpu
         let isBSP = slot.index == 0
@@ -26,25 +31,26 @@ extension RunCore {
                 park(slot, halted: false)
                 continue
             }
-            let result: KVMVCPU.RunResult
+            let exit: VCPUExit
             do {
-                result = try vcpu.run()
+                switch try vcpu.run() {
+                case let .exit(e):
+                    exit = e
+                case .interrupted:
+                    // EINTR/EAGAIN: a kick, a stray signal, or immediate_exit left set by a
+                    // freeze that timed out and thawed before this vCPU parked. Clear
+                    // immediate_exit (seq-cst) and re-check the flags at the top: a freeze or
+                    // kill whose flag store came first is seen there; a later one sets it again.
+                    pendingCompletion = false
+                    vcpu.setImmediateExit(false)
+                    continue
+                }
             } catch {
                 stop(.fatal("vCPU \(slot.index): \(error)"), detail: "vCPU \(slot.index): \(error)\(registerSummary(vcpu))")
                 return
             }
             pendingCompletion = false
-            guard result == .exit else {
-                // EINTR/EAGAIN: a kick, a stray signal, or immediate_exit left set by a freeze
-                // that timed out and thawed before this vCPU parked. Clear immediate_exit
-                // (seq-cst) and re-check the flags at the top: a freeze or kill whose flag
-                // store came first is seen there; one that comes later sets it again.
-                vcpu.setImmediateExit(false)
-                continue
-            }
-            let exit = VCPUExit.decode(vcpu.runPointer)
-            let action = dispatch.handle(exit, run: UnsafeMutableRawPointer(vcpu.runPointer),
-                                         runSize: vcpu.runMappingSize, cpu: slot.index)
+            let action = dispatch.handle(exit, page: vcpu.runPage, cpu: slot.index)
             switch exit {
             case .io, .mmio: pendingCompletion = true
             default: break

@@ -1,4 +1,3 @@
-import CKVM
 import Foundation
 import Glibc
 import Synchronization
@@ -17,6 +16,7 @@ public final class VCPURunner: @unchecked Sendable {
     /// Handles debug exits (the one passed to init, or a fresh one).
     public let watchpoints: WatchpointMonitor
     private let armed = Mutex(WatchpointSet())
+    private let unhandled: UnhandledAccessCounter
 
     public var vm: KVMVM { core.vm }
     public var memory: GuestMemory { core.memory }
@@ -55,8 +55,11 @@ public final class VCPURunner: @unchecked Sendable {
         }
         let monitor = watchpoints ?? WatchpointMonitor()
         self.watchpoints = monitor
+        let unhandled = UnhandledAccessCounter()
+        self.unhandled = unhandled
         core = try RunCore(vm: vm, memory: memory, slots: slots,
-                           dispatch: ExitDispatch(bus: bus, policy: exitPolicy, watchpoints: monitor, log: log),
+                           dispatch: ExitDispatch(bus: bus, policy: exitPolicy, watchpoints: monitor,
+                                                  unhandled: unhandled, log: log),
                            halt: halt, log: log)
     }
 
@@ -81,6 +84,9 @@ public final class VCPURunner: @unchecked Sendable {
 
     /// Stops the guest now (any thread, any number of times). A kill while frozen wins.
     public func kill() { core.stop(.killed, detail: "killed") }
+
+    /// Port and MMIO accesses no device handled so far (any thread).
+    public var unhandledAccesses: UnhandledAccesses { unhandled.snapshot }
 
     /// Human detail of how the run ended (shutdown reason, fatal diagnostic), once it has.
     public var stopDetail: String? { core.stopDetail }

@@ -1,4 +1,3 @@
-import CKVM
 import CVolatile
 import Synchronization
 import KtstrMachine
@@ -51,15 +50,9 @@ public struct WatchpointSet: Sendable, Equatable {
     }
 
     /// The KVM_SET_GUEST_DEBUG argument: ENABLE|USE_HW_BP with DR0..3 and DR7, or all clear.
-    public var guestDebug: kvm_guest_debug {
-        var d = kvm_guest_debug()
-        guard !isEmpty else { return d }
-        d.control = UInt32(KVM_GUESTDBG_ENABLE) | UInt32(KVM_GUESTDBG_USE_HW_BP)
-        withUnsafeMutableBytes(of: &d.arch.debugreg) { regs in
-            for (n, a) in addresses.enumerated() { regs.storeBytes(of: a ?? 0, toByteOffset: n * 8, as: UInt64.self) }
-            regs.storeBytes(of: dr7, toByteOffset: 7 * 8, as: UInt64.self)
-        }
-        return d
+    public var guestDebug: KVMGuestDebug {
+        guard !isEmpty else { return .disabled }
+        return .hardwareBreakpoints(addresses.map { $0 ?? 0 }, dr7: dr7)
     }
 
     /// Slots whose B<n> bit (DR6 bits 0...3) is set.

@@ -1,4 +1,3 @@
-import CKVM
 import KtstrMachine
 
 /// Initial CPU state for guests the VMM starts itself (tiny guests; the Linux boot path has
@@ -34,9 +33,9 @@ public enum X86InitialState {
     }
 
     /// Flat real mode: every segment base 0, so `rip` is the physical address (< 64 KiB).
-    public static func realMode(_ vcpu: KVMVCPU, rip: UInt64, rsp: UInt64 = 0x8000, regs edit: (inout kvm_regs) -> Void = { _ in }) throws {
+    public static func realMode(_ vcpu: KVMVCPU, rip: UInt64, rsp: UInt64 = 0x8000, regs edit: (inout KVMRegisters) -> Void = { _ in }) throws {
         var s = try vcpu.getSregs()
-        for keyPath in [\kvm_sregs.cs, \.ds, \.es, \.fs, \.gs, \.ss] {
+        for keyPath in [\KVMSpecialRegisters.cs, \.ds, \.es, \.fs, \.gs, \.ss] {
             s[keyPath: keyPath].base = 0
             s[keyPath: keyPath].selector = 0
         }
@@ -46,12 +45,12 @@ public enum X86InitialState {
 
     /// 64-bit mode at `rip` using the tables from `writeLongModeTables`. Interrupts off; the
     /// IDT is empty (limit 0), so any exception escalates to a triple fault.
-    public static func longMode(_ vcpu: KVMVCPU, rip: UInt64, rsp: UInt64 = 0x8000, regs edit: (inout kvm_regs) -> Void = { _ in }) throws {
+    public static func longMode(_ vcpu: KVMVCPU, rip: UInt64, rsp: UInt64 = 0x8000, regs edit: (inout KVMRegisters) -> Void = { _ in }) throws {
         var s = try vcpu.getSregs()
-        var code = kvm_segment()
+        var code = KVMSegment()
         code.base = 0; code.limit = 0xffff_ffff; code.selector = codeSelector
         code.type = 0xb; code.present = 1; code.dpl = 0; code.db = 0; code.s = 1; code.l = 1; code.g = 1
-        var data = kvm_segment()
+        var data = KVMSegment()
         data.base = 0; data.limit = 0xffff_ffff; data.selector = dataSelector
         data.type = 0x3; data.present = 1; data.dpl = 0; data.db = 1; data.s = 1; data.l = 0; data.g = 1
         s.cs = code
@@ -71,8 +70,8 @@ public enum X86InitialState {
     /// General registers at entry: only rip, rsp and the always-one RFLAGS bit, then the
     /// caller's edits (arguments in rdi, rsi...).
     private static func setEntryRegisters(_ vcpu: KVMVCPU, rip: UInt64, rsp: UInt64,
-                                          _ edit: (inout kvm_regs) -> Void) throws {
-        var r = kvm_regs()
+                                          _ edit: (inout KVMRegisters) -> Void) throws {
+        var r = KVMRegisters()
         r.rflags = 0x2
         r.rip = rip
         r.rsp = rsp

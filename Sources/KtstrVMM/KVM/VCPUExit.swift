@@ -1,8 +1,9 @@
 import CKVM
 import KtstrMachine
 
-/// Why KVM_RUN returned to userspace, decoded from `kvm_run` into Swift values.
-/// Pure data: `ExitDispatch` decides what to do with it.
+/// Why KVM_RUN returned to userspace, decoded from `kvm_run` into Swift values (the KVM
+/// layer's counterpart of rust-vmm's `VcpuExit`). Pure data: `ExitDispatch` decides what to
+/// do with it; the data of port/MMIO exits is reached through `KVMRunPage`.
 public enum VCPUExit: Sendable, Equatable {
     public struct PortIO: Sendable, Equatable {
         public var isWrite: Bool
@@ -81,6 +82,46 @@ public enum VCPUExit: Sendable, Equatable {
             return .unknown(hardwareReason: ckvm_run_hw_exit_reason(run))
         default:
             return .other(reason: reason)
+        }
+    }
+
+    /// What a KVM_EXIT_SYSTEM_EVENT asks for.
+    public enum SystemEventKind: Sendable, Equatable {
+        case shutdown, reset, crash, wakeup, suspend
+        case other(UInt32)
+
+        public init(type: UInt32) {
+            switch Int32(bitPattern: type) {
+            case KVM_SYSTEM_EVENT_SHUTDOWN: self = .shutdown
+            case KVM_SYSTEM_EVENT_RESET: self = .reset
+            case KVM_SYSTEM_EVENT_CRASH: self = .crash
+            case KVM_SYSTEM_EVENT_WAKEUP: self = .wakeup
+            case KVM_SYSTEM_EVENT_SUSPEND: self = .suspend
+            default: self = .other(type)
+            }
+        }
+    }
+
+    /// The instruction KVM's emulator gave up on, when the exit carries it: for
+    /// KVM_INTERNAL_ERROR_EMULATION with flag INSTRUCTION_BYTES, data[0] is the flags word and
+    /// data[1...2] hold insn_size (1 byte) then up to 15 instruction bytes, little-endian.
+    public static func emulationFailureBytes(suberror: UInt32, data: [UInt64]) -> [UInt8]? {
+        guard Int32(bitPattern: suberror) == KVM_INTERNAL_ERROR_EMULATION, data.count >= 3,
+              data[0] & UInt64(KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) != 0 else { return nil }
+        var raw: [UInt8] = []
+        for word in data[1...2] { for i in 0..<8 { raw.append(UInt8(truncatingIfNeeded: word >> (8 * UInt64(i)))) } }
+        let size = min(Int(raw[0]), 15)
+        return Array(raw[1..<(1 + size)])
+    }
+
+    /// Words for a KVM_EXIT_INTERNAL_ERROR suberror.
+    public static func internalErrorName(_ suberror: UInt32) -> String {
+        switch Int32(bitPattern: suberror) {
+        case KVM_INTERNAL_ERROR_EMULATION: "instruction emulation failed"
+        case KVM_INTERNAL_ERROR_SIMUL_EX: "simultaneous exceptions"
+        case KVM_INTERNAL_ERROR_DELIVERY_EV: "exit while delivering an event"
+        case KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: "unexpected hardware exit reason"
+        default: "internal error"
         }
     }
 
