@@ -40,4 +40,14 @@ import KtstrTesting
         let first = try #require((obj["problems"] as? [[String: Any]])?.first)
         #expect(first["kind"] as? String == "guest_never_said_hello" && first["message"] as? String == problems[0].description)
     }
+
+    @Test func unhandledAccessesTravelInTheOutcome() throws {
+        var u = UnhandledAccesses()
+        u.recordPort(0x510, isWrite: true, count: 3)
+        let o = RunOutcome(backend: .kvm, wallMillis: 1)
+        var withCounts = o
+        withCounts.unhandledAccesses = u
+        #expect(try JSONDecoder().decode(RunOutcome.self, from: JSONEncoder().encode(withCounts)).unhandledAccesses == u)
+        #expect(try JSONDecoder().decode(RunOutcome.self, from: JSONEncoder().encode(o)).unhandledAccesses == nil)
+    }
 }

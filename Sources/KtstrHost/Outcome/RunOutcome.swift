@@ -24,6 +24,9 @@ public struct RunOutcome: Codable, Sendable {
     public var machineExit: MachineExit
     /// Things that went wrong around the run (guest died early, agent error, timeouts).
     public var problems: [RunProblem]
+    /// Port and MMIO accesses no device handled, per port / address (the own VMM counts them;
+    /// nil on qemu, which cannot).
+    public var unhandledAccesses: UnhandledAccesses?
 
     public init(backend: BackendKind, kernelRelease: String? = nil, bootMillis: Int? = nil,
                 wallMillis: Int, schedulerExit: SchedulerExit? = nil, failureDump: FailureDump? = nil,

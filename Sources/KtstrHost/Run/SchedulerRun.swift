@@ -120,6 +120,7 @@ public enum SchedulerRun {
         // A monitor that could not even start must not look like "no failure happened".
         if dump == nil, let why = monitor.setupProblem { outcome.problems.append(RunProblem(.failureMonitorUnavailable, why)) }
         if Task.isCancelled { outcome.problems.append(RunProblem(.cancelled)) }
+        if decision.backend == .kvm { outcome.unhandledAccesses = machine.unhandledAccesses }
         if let dir = artifactsDirectory { RunArtifacts.write(outcome, to: dir, log: log) }
         try Task.checkCancellation()
         return outcome
