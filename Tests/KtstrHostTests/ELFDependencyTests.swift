@@ -107,7 +107,10 @@ private func bytes(_ path: String) -> [UInt8]? { FileManager.default.contents(at
     @Test func environmentOverridesAuto() throws {
         #expect(try BackendSelection.decide(.auto, settings: KtstrSettings(environment: ["KTSTR_BACKEND": "qemu-tcg"]), host: vmx).backend == .qemuTCG)
         // Explicit kvm only needs /dev/kvm (the decision carries a warning without vmx/svm).
-        #expect(try BackendSelection.decide(.auto, settings: KtstrSettings(environment: ["KTSTR_BACKEND": "kvm"]), host: noVirt).backend == .kvm)
+        let forced = try BackendSelection.decide(.auto, settings: KtstrSettings(environment: ["KTSTR_BACKEND": "kvm"]), host: noVirt)
+        #expect(forced.backend == .kvm)
+        #expect(forced.warning?.contains("boot takes minutes") == true, "\(forced)")
+        #expect(try BackendSelection.decide(.kvm, settings: KtstrSettings(environment: [:]), host: vmx).warning == nil)
         #expect(throws: BackendSelection.SelectionError.self) {
             try BackendSelection.decide(.kvm, settings: KtstrSettings(environment: [:]), host: .init(cpuinfo: "flags : vmx", kvmOpens: false))
         }

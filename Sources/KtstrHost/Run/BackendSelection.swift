@@ -17,6 +17,9 @@ public enum BackendSelection {
     public struct Decision: Sendable, Equatable {
         public var backend: BackendKind
         public var why: String
+        /// Said at the default log level: the choice will be slow or may fail (a forced kvm
+        /// without vmx/svm), so a user must not wait minutes to find out.
+        public var warning: String?
     }
 
     public enum SelectionError: Error, CustomStringConvertible {
@@ -59,8 +62,11 @@ public enum BackendSelection {
         switch effective {
         case .kvm:
             guard host.kvmOpens else { throw SelectionError.kvmUnavailable("/dev/kvm cannot be opened") }
-            return Decision(backend: .kvm, why: host.hasHardwareVirtualization ? "kvm requested"
-                : "kvm requested; warning: \(kvmWhy) — a stock kernel may not boot")
+            guard host.hasHardwareVirtualization else {
+                return Decision(backend: .kvm, why: "kvm requested",
+                                warning: "backend kvm forced but \(kvmWhy): the guest kernel's code is emulated, boot takes minutes and a stock kernel may not boot at all — unset KTSTR_BACKEND (or use qemu-tcg) unless you are debugging early boot")
+            }
+            return Decision(backend: .kvm, why: "kvm requested")
         case .qemu:
             return kvmOK ? Decision(backend: .qemuKVM, why: "qemu requested; KVM usable")
                 : Decision(backend: .qemuTCG, why: "qemu requested; \(kvmWhy), so TCG")

@@ -39,6 +39,7 @@ public enum SchedulerRun {
         let agent = try agentPath ?? Provisioning.agentBinary()
         let decision = try BackendSelection.decide(vm.backend, settings: settings)
         log.info("backend \(decision.backend.rawValue): \(decision.why)")
+        if let w = decision.warning { log.warning(w) }
 
         let sched = try resolve(scheduler)
         let durationMillis = Int(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)

@@ -130,8 +130,24 @@ public final class FailureMonitor: @unchecked Sendable {
         let watch = machine as? ExitKindWatchpoint
         var armedFor: UInt64 = 0
         let interval = options.pollInterval
+        // scx_root as of the last poll. When it changes, the scheduler it pointed to may have
+        // failed and been torn down between two polls (a loaded host can stall this thread
+        // longer than the kernel's disable path takes): that scx_sched is freed only after an
+        // RCU grace period, so its exit_kind is still readable and is checked once.
+        var lastSched: UInt64 = 0
         while !stopping {
-            if let sched = try? reader.schedPointer() {
+            let current = (try? reader.schedPointer()) ?? 0
+            if lastSched != 0, current != lastSched {
+                log.debug("monitor: scx_root 0x\(String(lastSched, radix: 16)) -> 0x\(String(current, radix: 16))")
+                if let kind = failureKind(reader, lastSched, ctx.layout) {
+                    let dump = capture(machine: machine, ctx: ctx, reader: reader, sched: lastSched, kind: kind,
+                                       detectedBy: "poll (after scx_root changed)")
+                    state.withLock { $0.dump = dump }
+                    return
+                }
+            }
+            lastSched = current
+            if let sched = current == 0 ? nil : current {
                 if sched != armedFor { log.debug("monitor: scx_root -> 0x\(String(sched, radix: 16))") }
                 if let watch, sched != armedFor {
                     let kva = sched &+ UInt64(ctx.layout.schedExitKind)
@@ -144,10 +160,7 @@ public final class FailureMonitor: @unchecked Sendable {
                     log.debug("monitor: watchpoint on exit_kind \(armed ? "armed" : "unavailable; polling")")
                 }
                 armedFor = sched
-                // A value the kernel's enum does not name is a torn/stale read (a scheduler
-                // being freed), not a failure: only known kinds trigger when BTF names them.
-                if let kind = try? reader.exitKind(sched: sched), kind >= ExitKind.errorThreshold,
-                   ctx.layout.exitKindNames.isEmpty || ctx.layout.exitKindNames[Int64(kind)] != nil {
+                if let kind = failureKind(reader, sched, ctx.layout) {
                     let byWatch = state.withLock { $0.watchTriggered }
                     let dump = capture(machine: machine, ctx: ctx, reader: reader, sched: sched, kind: kind,
                                        detectedBy: byWatch ? "watchpoint" : "poll")
@@ -158,5 +171,23 @@ public final class FailureMonitor: @unchecked Sendable {
             let micros = Int(interval.components.seconds) * 1_000_000 + Int(interval.components.attoseconds / 1_000_000_000_000)
             _ = wake.wait(timeout: .now() + .microseconds(max(100, micros)))
         }
+    }
+
+    /// The error kind `sched` exited with, or nil. `exit_kind` holds it only from the exit
+    /// until the disable work starts, which then stores SCX_EXIT_DONE there (7.x); the kind
+    /// stays in `exit_info->kind`, so a DONE is looked up there (a stall exit's disable work
+    /// often starts before the next poll).
+    private func failureKind(_ reader: ScxReader, _ sched: UInt64, _ layout: ScxLayout) -> Int? {
+        guard let kind = try? reader.exitKind(sched: sched) else { return nil }
+        if isFailure(kind, layout) { return kind }
+        guard kind == ExitKind.done.value, let recorded = try? reader.exitInfoKind(sched: sched),
+              isFailure(recorded, layout) else { return nil }
+        return recorded
+    }
+
+    /// A value the kernel's enum does not name is a torn or stale read (a scheduler being
+    /// freed), not a failure: only known kinds trigger when BTF names them.
+    private func isFailure(_ kind: Int, _ layout: ScxLayout) -> Bool {
+        kind >= ExitKind.errorThreshold && (layout.exitKindNames.isEmpty || layout.exitKindNames[Int64(kind)] != nil)
     }
 }
