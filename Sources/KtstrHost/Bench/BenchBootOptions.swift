@@ -37,9 +37,9 @@ public struct BenchBootOptions: Sendable, Equatable {
             let a = argv[i]
             switch a {
             case "--json": o.json = true
-            case "--iterations", _ where a.hasPrefix("--iterations="): o.iterations = try value("iterations", a)
-            case "--cpus", _ where a.hasPrefix("--cpus="): o.cpus = try value("cpus", a)
-            case "--memory", _ where a.hasPrefix("--memory="): o.memoryMiB = try value("memory", a)
+            case _ where a == "--iterations" || a.hasPrefix("--iterations="): o.iterations = try value("iterations", a)
+            case _ where a == "--cpus" || a.hasPrefix("--cpus="): o.cpus = try value("cpus", a)
+            case _ where a == "--memory" || a.hasPrefix("--memory="): o.memoryMiB = try value("memory", a)
             default: throw UsageError(description: "unknown argument '\(a)' for `bench boot` (see `ktstr bench --help`)")
             }
             i += 1
