@@ -19,8 +19,11 @@ import KtstrProtocol
             #expect(ExitKind(value: e.value) == e.kind)
             #expect(e.kind.value == e.value)
             #expect(ExitKind.fallbackTable[e.value] == e.kind)
-            if let r = e.reason { #expect(ExitKind(kernelReason: r) == e.kind && ExitKind.kernelReasons[r] == e.kind) }
         }
+        for (reason, kind) in ExitKind.table.compactMap({ e in e.reason.map { ($0, e.kind) } }) {
+            #expect(ExitKind(kernelReason: reason) == kind && ExitKind.kernelReasons[reason] == kind)
+        }
+        #expect(ExitKind.kernelReasons.count == 11)
         #expect(ExitKind(value: 2000) == nil && ExitKind("newer").value == nil && ExitKind(kernelReason: "<UNKNOWN>") == nil)
         #expect(ExitKind.errorRescue.value == 1028 && ExitKind.kernelReasons["rescue bandwidth overload"] == .errorRescue)
     }

@@ -58,9 +58,8 @@ import KtstrProtocol
             ("[]", "not a JSON object"),
         ]
         for (text, why) in cases {
-            let result = RunPlan.decode(Array(text.utf8))
-            #expect(throws: RunPlan.DecodeError.self, "accepted \(text)") { try result.get() }
-            if case let .failure(e) = result { #expect(e.text.contains(why), "\(text): \(e.text)") }
+            let e = try #require(throws: RunPlan.DecodeError.self, "accepted \(text)") { try RunPlan.decode(Array(text.utf8)).get() }
+            #expect(e.text.contains(why), "\(text): \(e.text)")
         }
     }
 }
