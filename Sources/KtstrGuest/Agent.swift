@@ -1,6 +1,7 @@
 // The agent's run, step by step (docs/PROTOCOLS.md "Agent channel"). Every step is bounded;
 // whatever goes wrong is reported as a `problem` and the agent still reboots the VM.
 import Glibc
+import KtstrProtocol
 
 enum Agent {
     static let schedLog = "/tmp/ktstr-scheduler.log"
@@ -22,21 +23,22 @@ enum Agent {
         if sched_setscheduler(0, SCHED_FIFO, &rt) != 0 { Console.say("SCHED_FIFO: \(Sys.errnoText())") }
         guard Sys.exists("/ktstr/ok") else { finish(problem: "/ktstr/ok missing: the initramfs did not unpack completely") }
         guard let bytes = Sys.read("/ktstr/plan.json") else { finish(problem: "cannot read /ktstr/plan.json: \(Sys.errnoText())") }
-        let plan: Plan
-        switch Plan.decode(bytes) {
+        let plan: RunPlan
+        switch RunPlan.decode(bytes) {
         case let .success(p): plan = p
         case let .failure(e): finish(problem: e.text)
         }
         _ = Sys.rebootFn
-        Deadline.arm(millis: plan.deadlineMillis)
+        Deadline.arm(millis: plan.agentDeadlineMillis)
 
         var uts = utsname()
         uname(&uts)
         let release = withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         let syms = Kallsyms.lookup(plan.kallsyms)
-        Channel.send("hello", [("release", .string(release)), ("cpus", .int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))),
-                               ("kallsyms", .object(syms.map { ($0.0, .string($0.1)) })),
-                               ("millis", .int(Sys.nowMillis() - t0))])
+        let addresses = Dictionary(syms.compactMap { name, hex in UInt64(hex, radix: 16).map { (name, $0) } },
+                                   uniquingKeysWith: { a, _ in a })
+        Channel.send(.hello(release: release, cpus: sysconf(Int32(_SC_NPROCESSORS_ONLN)), kallsyms: addresses),
+                     extra: [("millis", .int(Sys.nowMillis() - t0))])
 
         var sched: pid_t?
         var exitStatus: Int32?
@@ -88,13 +90,11 @@ enum Agent {
         if let pid = sched, exitStatus == nil { exitStatus = stopScheduler(pid) }
         if plan.scheduler != nil { reportExit(plan: plan, status: exitStatus) }
 
-        Channel.send("workers", [("workers", .array(workers.enumerated().map { k, w in
+        Channel.send(.workers(workers.enumerated().map { k, w in
             let s = samples[k]
-            return .object([("index", .int(w.index)), ("pid", .int(Int(w.pid))), ("cpuNanos", .uint(s.cpuNanos)),
-                            ("waitNanos", .uint(s.waitNanos)), ("runs", .uint(s.runs)),
-                            ("iterations", .uint(Workload.iterations(w))),
-                            ("lastCPU", s.lastCPU.map { .int($0) } ?? .null)])
-        }))])
+            return WorkerStats(index: w.index, pid: Int(w.pid), cpuNanos: s.cpuNanos, waitNanos: s.waitNanos, runs: s.runs,
+                               iterations: Workload.iterations(w), lastCPU: s.lastCPU)
+        }))
         finish(problem: nil)
     }
 
@@ -109,7 +109,7 @@ enum Agent {
         Sys.readText(statePath, limit: 64).map { String($0.prefix { $0 != "\n" }) } ?? "missing"
     }
 
-    static func startScheduler(_ s: Plan.Scheduler, attachMillis: Int) -> Result<pid_t, SchedulerFailure> {
+    static func startScheduler(_ s: RunPlan.Scheduler, attachMillis: Int) -> Result<pid_t, SchedulerFailure> {
         guard Sys.exists(statePath) else {
             return .failure(SchedulerFailure(text: "\(statePath) missing: the kernel has no sched_ext (CONFIG_SCHED_CLASS_EXT)"))
         }
@@ -120,11 +120,11 @@ enum Agent {
         case let .success(p): pid = p
         case let .failure(e): return .failure(SchedulerFailure(text: "scheduler: \(e.text)"))
         }
-        Channel.send("sched_started", [("pid", .int(Int(pid)))])
+        Channel.send(.schedulerStarted(pid: Int(pid)))
         while schedState() != "enabled" {
             if let st = Sys.reapIfExited(pid) {
                 if seq0 >= 0, enableSeq() > seq0 {
-                    Channel.send("sched_enabled", [("millis", .int(Sys.nowMillis() - t)), ("briefly", .bool(true))])
+                    Channel.send(.schedulerEnabled(millis: Sys.nowMillis() - t), extra: [("briefly", .bool(true))])
                     return .failure(SchedulerFailure(text: "scheduler exited right after attaching", status: st, attachedBriefly: true))
                 }
                 return .failure(SchedulerFailure(text: "scheduler died before attaching (\(Sys.describe(status: st)))", status: st))
@@ -136,7 +136,7 @@ enum Agent {
             }
             Sys.sleepMillis(20)
         }
-        Channel.send("sched_enabled", [("millis", .int(Sys.nowMillis() - t))])
+        Channel.send(.schedulerEnabled(millis: Sys.nowMillis() - t))
         return .success(pid)
     }
 
@@ -152,7 +152,7 @@ enum Agent {
     /// Sends `sched_exit` (from the loader's output, else the kernel log) and the log tail;
     /// false when no exit information was found.
     @discardableResult
-    static func reportExit(plan: Plan, status: Int32?) -> Bool {
+    static func reportExit(plan: RunPlan, status: Int32?) -> Bool {
         // The kernel disables asynchronously after the loader goes away: give it a moment.
         let until = Sys.nowMillis() + 3000
         while Sys.nowMillis() < until, schedState() != "disabled", schedState() != "missing" { Sys.sleepMillis(20) }
@@ -163,18 +163,18 @@ enum Agent {
         // The kernel's line carries the message when the loader printed none.
         if var i = info, i.message.isEmpty, let k = kernel, k.kind == i.kind { i.message = k.message; info = i }
         if let info {
-            Channel.send("sched_exit", info.fields)
+            Channel.send(info.agentMessage)
         } else {
             Channel.problem("no exit information from the scheduler (\(status.map { Sys.describe(status: $0) } ?? "still running"))")
         }
         let tail = String(log.utf8.suffix(16 * 1024)) ?? ""
-        Channel.send("log", [("stream", .string("scheduler")), ("text", .string(tail))])
+        Channel.send(.log(stream: "scheduler", text: tail))
         return info != nil
     }
 
     static func finish(problem: String?) -> Never {
         if let problem { Channel.problem(problem) }
-        Channel.send("done")
+        Channel.send(.done)
         Sys.restart()
     }
 }
@@ -184,7 +184,8 @@ enum Deadline {
     nonisolated(unsafe) static var message: [UInt8] = []
 
     static func arm(millis: Int) {
-        message = Array("@ktstr {\"type\":\"problem\",\"message\":\"agent deadline of \(millis) ms passed\"}\n@ktstr {\"type\":\"done\"}\n".utf8)
+        // Built now: the handler may only write.
+        message = Array((AgentMessage.problem("agent deadline of \(millis) ms passed").line() + AgentMessage.done.line()).utf8)
         signal(SIGALRM) { _ in
             Deadline.message.withUnsafeBytes { b in
                 if channelFD >= 0 { _ = write(channelFD, b.baseAddress, b.count) }

@@ -1,5 +1,7 @@
-// The agent → host channel: COM2 (/dev/ttyS1) in raw mode, one `@ktstr {json}\n` per message.
+// The agent → host channel: COM2 (/dev/ttyS1) in raw mode, one `@ktstr {json}\n` per message
+// (KtstrProtocol's AgentMessage writes the line).
 import Glibc
+import KtstrProtocol
 
 /// The channel's fd, also used by the SIGALRM deadline handler (async-signal-safe write).
 nonisolated(unsafe) var channelFD: Int32 = -1
@@ -19,8 +21,8 @@ enum Channel {
         return nil
     }
 
-    static func send(_ type: String, _ fields: [(String, JSON)] = []) {
-        let line = "@ktstr " + JSON.object([("type", .string(type))] + fields).encoded() + "\n"
+    static func send(_ message: AgentMessage, extra: [(String, JSON)] = []) {
+        let line = message.line(extra: extra)
         if channelFD >= 0 {
             Sys.writeAll(channelFD, Array(line.utf8))
             tcdrain(channelFD)
@@ -32,7 +34,7 @@ enum Channel {
 
     static func problem(_ message: String) {
         Console.say("problem: \(message)")
-        send("problem", [("message", .string(message))])
+        send(.problem(message))
     }
 }
 

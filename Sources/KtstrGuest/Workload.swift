@@ -1,6 +1,7 @@
 // The workload: worker processes (the agent re-executes itself with `--ktstr-worker`), each
 // counting its work units in a small shared file so the count survives SIGKILL.
 import Glibc
+import KtstrProtocol
 
 struct Worker {
     var index: Int
@@ -16,15 +17,17 @@ enum Workload {
     static let selfExe = "/proc/self/exe"
 
     /// Starts the workers; returns them or an error text.
-    static func start(_ w: Plan.Workload) -> Result<[Worker], Sys.SpawnError> {
+    static func start(_ w: RunPlan.Workload) -> Result<[Worker], Sys.SpawnError> {
+        // RunPlan.decode rejected unknown kinds; a plan built otherwise runs nothing.
+        let kind = w.workloadKind ?? .idle
         var cgroupDir = ""
         if let cg = w.cgroup {
             cgroupDir = "/sys/fs/cgroup/" + cg
             mkdir(cgroupDir, 0o755)
         }
         var workers: [Worker] = []
-        let procs = w.kind == "ping_pong" ? w.count * 2 : w.count
-        if w.kind == "ping_pong" {
+        let procs = kind == .pingPong ? w.count * 2 : w.count
+        if kind == .pingPong {
             for pair in 0..<w.count {
                 mkfifo("/tmp/ktstr-pp\(pair).ab", 0o600)
                 mkfifo("/tmp/ktstr-pp\(pair).ba", 0o600)
@@ -32,7 +35,7 @@ enum Workload {
         }
         for i in 0..<procs {
             let counter = "/tmp/ktstr-w\(i).count"
-            let args = ["--ktstr-worker", w.kind, String(i), String(w.periodMicros ?? 1000), cgroupDir]
+            let args = ["--ktstr-worker", kind.rawValue, String(i), String(w.periodMicros ?? 1000), cgroupDir]
             switch Sys.spawn(selfExe, args, output: nil, env: ["PATH=/bin:/usr/bin"]) {
             case let .success(pid): workers.append(Worker(index: i, pid: pid, counterPath: counter))
             case let .failure(e):
@@ -76,8 +79,7 @@ enum Workload {
 enum WorkerMain {
     static func run(_ args: [String]) -> Never {
         guard args.count >= 5, let index = Int(args[2]), let period = Int(args[3]) else { _exit(2) }
-        let kind = args[1]
-        let name = String("ktstr-\(kind.prefix(5))\(index)".prefix(15))
+        let name = String("ktstr-\(args[1].prefix(5))\(index)".prefix(15))
         Sys.write("/proc/self/comm", name)
         if !args[4].isEmpty { Sys.write(args[4] + "/cgroup.procs", "0") }
 
@@ -87,8 +89,8 @@ enum WorkerMain {
         let counter = map.bindMemory(to: UInt64.self, capacity: 1)
         counter.pointee = 0
 
-        switch kind {
-        case "spinners":
+        switch WorkloadKind(rawValue: args[1]) ?? .idle {
+        case .spinners:
             while true {
                 var x: UInt64 = 0
                 for k in 0..<4096 { x = x &* 6364136223846793005 &+ UInt64(k) }
@@ -98,12 +100,12 @@ enum WorkerMain {
                 var ts = timespec()
                 clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
             }
-        case "sleepers":
+        case .sleepers:
             while true {
                 usleep(useconds_t(period))
                 counter.pointee &+= 1
             }
-        case "ping_pong":
+        case .pingPong:
             let pair = index / 2
             let first = index % 2 == 0
             let ab = "/tmp/ktstr-pp\(pair).ab", ba = "/tmp/ktstr-pp\(pair).ba"
@@ -120,7 +122,7 @@ enum WorkerMain {
                 counter.pointee &+= 1
                 guard write(wfd2, &b, 1) == 1 else { _exit(0) }
             }
-        case "fork_storm":
+        case .forkStorm:
             while true {
                 let child = fork()
                 if child == 0 { _exit(0) }
@@ -132,7 +134,7 @@ enum WorkerMain {
                     usleep(1000)
                 }
             }
-        default:
+        case .idle:
             while true { pause() }
         }
     }

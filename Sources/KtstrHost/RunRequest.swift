@@ -51,7 +51,8 @@ public enum SchedulerSpec: Codable, Sendable, Hashable {
 
 /// What runs under the scheduler. Small and deterministic.
 public struct WorkloadSpec: Codable, Sendable, Hashable {
-    public enum Kind: String, Codable, Sendable { case spinners, sleepers, pingPong = "ping_pong", forkStorm = "fork_storm", idle }
+    /// The plan's workload kinds (KtstrProtocol), named here for existing callers.
+    public typealias Kind = WorkloadKind
     public var kind: Kind
     /// Workers (threads/processes; pairs for ping-pong).
     public var count: Int

@@ -1,6 +1,6 @@
-import Foundation
-
-/// One message from the agent's channel (docs/PROTOCOLS.md "Agent channel").
+/// One message on the agent's channel (docs/PROTOCOLS.md "Agent channel"): the agent writes
+/// it with `line(extra:)`, the host reads it with `parse(_:)`; the type names and fields live
+/// only here.
 public enum AgentMessage: Sendable, Equatable {
     case hello(release: String, cpus: Int, kallsyms: [String: UInt64])
     case schedulerStarted(pid: Int)
@@ -16,45 +16,79 @@ public enum AgentMessage: Sendable, Equatable {
     public static let prefix = "@ktstr "
     /// Longest line accepted; longer input is dropped as garbage (the guest is hostile).
     public static let maxLineBytes = 256 * 1024
+    /// Most workers one `workers` message yields.
+    public static let maxWorkers = 4096
+
+    /// The `type` field of each case.
+    private enum Tag: String {
+        case hello, schedStarted = "sched_started", schedEnabled = "sched_enabled", schedExit = "sched_exit"
+        case workers, log, problem, done
+    }
 
     /// Parses one line; nil for anything that is not a valid `@ktstr {json}` message.
+    /// Console noise before the prefix is skipped; missing or mistyped fields read as 0 or "".
     public static func parse(_ line: Substring) -> AgentMessage? {
-        guard line.utf8.count <= maxLineBytes, let r = line.range(of: prefix) else { return nil }
-        let json = line[r.upperBound...].trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let obj = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
-              let type = obj["type"] as? String else { return nil }
-        func int(_ k: String, in o: [String: Any] = obj) -> Int? { (o[k] as? NSNumber)?.intValue }
-        func u64(_ k: String, in o: [String: Any]) -> UInt64 {
-            guard let n = o[k] as? NSNumber, n.doubleValue >= 0 else { return 0 }
-            return n.uint64Value
-        }
-        func str(_ k: String) -> String { obj[k] as? String ?? "" }
-        switch type {
-        case "hello":
+        guard line.utf8.count <= maxLineBytes, let r = line.find(prefix),
+              let obj = JSON.parse(line[r.upperBound...]), obj.object != nil,
+              let type = obj["type"]?.string else { return nil }
+        func str(_ k: String) -> String { obj[k]?.string ?? "" }
+        switch Tag(rawValue: type) {
+        case .hello:
             var syms: [String: UInt64] = [:]
-            for (k, v) in obj["kallsyms"] as? [String: Any] ?? [:] {
-                if let s = v as? String, let a = UInt64(s, radix: 16) { syms[k] = a }
+            for (k, v) in obj["kallsyms"]?.object ?? [] {
+                if let s = v.string, let a = UInt64(s, radix: 16) { syms[k] = a }
             }
-            return .hello(release: str("release"), cpus: int("cpus") ?? 0, kallsyms: syms)
-        case "sched_started": return .schedulerStarted(pid: int("pid") ?? 0)
-        case "sched_enabled": return .schedulerEnabled(millis: int("millis") ?? 0)
-        case "sched_exit":
+            return .hello(release: str("release"), cpus: obj["cpus"]?.int ?? 0, kallsyms: syms)
+        case .schedStarted: return .schedulerStarted(pid: obj["pid"]?.int ?? 0)
+        case .schedEnabled: return .schedulerEnabled(millis: obj["millis"]?.int ?? 0)
+        case .schedExit:
             let kind = ExitKind(str("kind"))
-            let value = int("kindValue") ?? ExitKind.fallbackTable.first { $0.value == kind }?.key ?? -1
-            let code = (obj["code"] as? NSNumber)?.int64Value ?? 0
-            return .schedulerExit(SchedulerExit(kind: kind, kindValue: value, code: code, reason: str("reason"),
-                                                message: str("message")), source: str("source"))
-        case "workers":
-            let list = obj["workers"] as? [[String: Any]] ?? []
-            return .workers(list.prefix(4096).map { w in
-                WorkerStats(index: int("index", in: w) ?? 0, pid: int("pid", in: w) ?? 0, cpuNanos: u64("cpuNanos", in: w),
-                            waitNanos: u64("waitNanos", in: w), runs: u64("runs", in: w),
-                            iterations: u64("iterations", in: w), lastCPU: int("lastCPU", in: w))
+            let exit = SchedulerExit(kind: kind, kindValue: obj["kindValue"]?.int ?? kind.value ?? -1,
+                                     code: obj["code"]?.int64 ?? 0, reason: str("reason"), message: str("message"))
+            return .schedulerExit(exit, source: str("source"))
+        case .workers:
+            let list = (obj["workers"]?.array ?? []).filter { $0.object != nil }.prefix(maxWorkers)
+            return .workers(list.map { w in
+                WorkerStats(index: w["index"]?.int ?? 0, pid: w["pid"]?.int ?? 0, cpuNanos: w["cpuNanos"]?.uint64 ?? 0,
+                            waitNanos: w["waitNanos"]?.uint64 ?? 0, runs: w["runs"]?.uint64 ?? 0,
+                            iterations: w["iterations"]?.uint64 ?? 0, lastCPU: w["lastCPU"]?.int)
             })
-        case "log": return .log(stream: str("stream"), text: str("text"))
-        case "problem": return .problem(str("message"))
-        case "done": return .done
-        default: return .unknown(type: type)
+        case .log: return .log(stream: str("stream"), text: str("text"))
+        case .problem: return .problem(str("message"))
+        case .done: return .done
+        case nil: return .unknown(type: type)
         }
     }
+
+    /// The message as JSON, `type` first. `extra` fields go last: the agent sends a few the
+    /// host does not model (hello's `millis`, sched_enabled's `briefly`); readers ignore them.
+    public func json(extra: [(String, JSON)] = []) -> JSON {
+        let (type, fields): (String, [(String, JSON)])
+        switch self {
+        case let .hello(release, cpus, kallsyms):
+            let syms = kallsyms.sorted { $0.key < $1.key }.map { ($0.key, JSON.string(String($0.value, radix: 16))) }
+            (type, fields) = (Tag.hello.rawValue, [("release", .string(release)), ("cpus", .int(cpus)), ("kallsyms", .object(syms))])
+        case let .schedulerStarted(pid): (type, fields) = (Tag.schedStarted.rawValue, [("pid", .int(pid))])
+        case let .schedulerEnabled(millis): (type, fields) = (Tag.schedEnabled.rawValue, [("millis", .int(millis))])
+        case let .schedulerExit(e, source):
+            (type, fields) = (Tag.schedExit.rawValue, [
+                ("kind", .string(e.kind.name)), ("kindValue", .int(e.kindValue)), ("code", .number(Double(e.code))),
+                ("reason", .string(e.reason)), ("message", .string(e.message)), ("source", .string(source)),
+            ])
+        case let .workers(list):
+            (type, fields) = (Tag.workers.rawValue, [("workers", .array(list.map { w in
+                .object([("index", .int(w.index)), ("pid", .int(w.pid)), ("cpuNanos", .uint(w.cpuNanos)),
+                         ("waitNanos", .uint(w.waitNanos)), ("runs", .uint(w.runs)), ("iterations", .uint(w.iterations)),
+                         ("lastCPU", w.lastCPU.map(JSON.int) ?? .null)])
+            }))])
+        case let .log(stream, text): (type, fields) = (Tag.log.rawValue, [("stream", .string(stream)), ("text", .string(text))])
+        case let .problem(message): (type, fields) = (Tag.problem.rawValue, [("message", .string(message))])
+        case .done: (type, fields) = (Tag.done.rawValue, [])
+        case let .unknown(t): (type, fields) = (t, [])
+        }
+        return .object([("type", .string(type))] + fields + extra)
+    }
+
+    /// One channel line: `@ktstr {json}\n`.
+    public func line(extra: [(String, JSON)] = []) -> String { Self.prefix + json(extra: extra).encoded() + "\n" }
 }

@@ -1,4 +1,6 @@
-/// /ktstr/plan.json: what the agent runs (docs/PROTOCOLS.md "plan.json").
+/// /ktstr/plan.json: what the agent runs (docs/PROTOCOLS.md "plan.json"). The host writes it
+/// with `encoded()`, the agent reads it with `decode(_:)` (RunPlanDecoding.swift). Codable
+/// too, for callers that embed it; that encoding decodes the same.
 public struct RunPlan: Codable, Sendable, Equatable {
     public struct Scheduler: Codable, Sendable, Equatable {
         public var path: String
@@ -8,7 +10,8 @@ public struct RunPlan: Codable, Sendable, Equatable {
     }
 
     public struct Workload: Codable, Sendable, Equatable {
-        /// spinners, sleepers, ping_pong, fork_storm, idle.
+        /// A `WorkloadKind` raw value; a String so that a plan with a newer kind still
+        /// encodes (the agent rejects it with a problem).
         public var kind: String
         public var count: Int
         public var periodMicros: Int?
@@ -16,6 +19,11 @@ public struct RunPlan: Codable, Sendable, Equatable {
         public init(kind: String, count: Int, periodMicros: Int? = nil, cgroup: String? = nil) {
             self.kind = kind; self.count = count; self.periodMicros = periodMicros; self.cgroup = cgroup
         }
+        public init(kind: WorkloadKind, count: Int, periodMicros: Int? = nil, cgroup: String? = nil) {
+            self.init(kind: kind.rawValue, count: count, periodMicros: periodMicros, cgroup: cgroup)
+        }
+        /// `kind` as the enum; nil for a kind this code does not know (`decode` rejects those).
+        public var workloadKind: WorkloadKind? { WorkloadKind(rawValue: kind) }
     }
 
     public var scheduler: Scheduler?
@@ -24,7 +32,7 @@ public struct RunPlan: Codable, Sendable, Equatable {
     public var kallsyms: [String]
     public var attachTimeoutMillis: Int
     /// The agent's own hard limit; past it it reports a problem and reboots. nil: the agent
-    /// derives one (duration + attach timeout + 60 s).
+    /// derives one (`agentDeadlineMillis`).
     public var deadlineMillis: Int?
 
     public init(scheduler: Scheduler?, workload: Workload, durationMillis: Int, kallsyms: [String],
@@ -32,6 +40,9 @@ public struct RunPlan: Codable, Sendable, Equatable {
         self.scheduler = scheduler; self.workload = workload; self.durationMillis = durationMillis
         self.kallsyms = kallsyms; self.attachTimeoutMillis = attachTimeoutMillis; self.deadlineMillis = deadlineMillis
     }
+
+    /// The deadline the agent arms: `deadlineMillis`, else duration + attach timeout + 60 s.
+    public var agentDeadlineMillis: Int { deadlineMillis ?? durationMillis + attachTimeoutMillis + 60_000 }
 
     /// Explicit nulls (the agent's decoder treats absent and null alike, but the contract shows null).
     public func encode(to encoder: Encoder) throws {
@@ -42,5 +53,26 @@ public struct RunPlan: Codable, Sendable, Equatable {
         try c.encode(kallsyms, forKey: .kallsyms)
         try c.encode(attachTimeoutMillis, forKey: .attachTimeoutMillis)
         try c.encodeIfPresent(deadlineMillis, forKey: .deadlineMillis)
+    }
+
+    /// plan.json's bytes, fields in the order docs/PROTOCOLS.md shows, explicit nulls.
+    public func encoded() -> [UInt8] { Array(json.encoded().utf8) }
+
+    public var json: JSON {
+        let sched: JSON = scheduler.map { s in
+            .object([("path", .string(s.path)), ("args", .array(s.args.map(JSON.string))), ("name", .string(s.name))])
+        } ?? .null
+        let w = workload
+        var fields: [(String, JSON)] = [
+            ("scheduler", sched),
+            ("workload", .object([("kind", .string(w.kind)), ("count", .int(w.count)),
+                                  ("periodMicros", w.periodMicros.map(JSON.int) ?? .null),
+                                  ("cgroup", w.cgroup.map(JSON.string) ?? .null)])),
+            ("durationMillis", .int(durationMillis)),
+            ("kallsyms", .array(kallsyms.map(JSON.string))),
+            ("attachTimeoutMillis", .int(attachTimeoutMillis)),
+        ]
+        if let deadlineMillis { fields.append(("deadlineMillis", .int(deadlineMillis))) }
+        return .object(fields)
     }
 }

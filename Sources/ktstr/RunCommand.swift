@@ -74,16 +74,18 @@ struct RunCommand: CLICommand {
     }
 
     static func parseWorkload(_ s: String) throws -> WorkloadSpec {
-        if s == "idle" { return .idle }
+        if s == WorkloadSpec.Kind.idle.rawValue { return .idle }
         let parts = s.split(separator: ":", maxSplits: 1).map(String.init)
         let n = parts.count == 2 ? Int(parts[1]) : 1
         guard let n, (0...256).contains(n) else { throw CLIError("--workload: count in '\(s)' must be 0...256", status: 2) }
-        switch parts[0] {
-        case "spinners": return .spinners(n)
-        case "sleepers": return .sleepers(n)
-        case "pingpong", "ping_pong": return .pingPong(pairs: n)
-        case "forkstorm", "fork_storm": return .forkStorm(n)
-        default: throw CLIError("--workload must be spinners:N, sleepers:N, pingpong:N, forkstorm:N or idle", status: 2)
+        // The plan's kind names, plus the underscore-free spellings the CLI has always taken.
+        let aliases = ["pingpong": WorkloadSpec.Kind.pingPong, "forkstorm": .forkStorm]
+        switch aliases[parts[0]] ?? WorkloadSpec.Kind(rawValue: parts[0]) {
+        case .spinners: return .spinners(n)
+        case .sleepers: return .sleepers(n)
+        case .pingPong: return .pingPong(pairs: n)
+        case .forkStorm: return .forkStorm(n)
+        case .idle, nil: throw CLIError("--workload must be spinners:N, sleepers:N, pingpong:N, forkstorm:N or idle", status: 2)
         }
     }
 

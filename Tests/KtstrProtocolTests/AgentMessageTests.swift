@@ -1,4 +1,3 @@
-import Foundation
 import Testing
 @testable import KtstrProtocol
 
@@ -26,12 +25,46 @@ import Testing
     }
 
     @Test func planEncodesTheContractShape() throws {
-        let plan = RunPlan(scheduler: nil, workload: .init(kind: "spinners", count: 4), durationMillis: 3000,
+        let plan = RunPlan(scheduler: nil, workload: .init(kind: .spinners, count: 4), durationMillis: 3000,
                            kallsyms: ["scx_root"], attachTimeoutMillis: 5000)
-        let obj = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(plan)) as? [String: Any])
-        #expect(obj["scheduler"] is NSNull)
-        #expect((obj["workload"] as? [String: Any])?["kind"] as? String == "spinners")
-        #expect(obj["durationMillis"] as? Int == 3000)
+        let obj = try #require(JSON.parse(plan.encoded()))
+        #expect(obj["scheduler"] == .null)
+        #expect(obj["workload"]?["kind"]?.string == "spinners")
+        #expect(obj["workload"]?["periodMicros"] == .null)
+        #expect(obj["durationMillis"]?.int == 3000)
         #expect(obj["deadlineMillis"] == nil)
+        #expect(obj.object?.map(\.0) == ["scheduler", "workload", "durationMillis", "kallsyms", "attachTimeoutMillis"])
+    }
+
+    /// One of every case, with values that survive the trip (hex addresses, negative codes).
+    static let everyCase: [AgentMessage] = [
+        .hello(release: "7.3.4+deb13-cloud-amd64", cpus: 4, kallsyms: ["scx_root": 0xffff_ffff_83a1_b2c0, "_text": 0xffff_ffff_8100_0000]),
+        .schedulerStarted(pid: 57),
+        .schedulerEnabled(millis: 412),
+        .schedulerExit(SchedulerExit(kind: .errorStall, kindValue: 1026, code: -3, reason: "runnable task stall",
+                                     message: "stalled \"x\"\n\u{1}ü"), source: "kmsg"),
+        .workers([WorkerStats(index: 0, pid: 60, cpuNanos: 1 << 40, waitNanos: 2, runs: 3, iterations: 4, lastCPU: 1),
+                  WorkerStats(index: 1, pid: 61, cpuNanos: 0, waitNanos: 0, runs: 0, iterations: 0, lastCPU: nil)]),
+        .workers([]),
+        .log(stream: "scheduler", text: "line 1\nline 2\t\\"),
+        .problem("scheduler died before attaching"),
+        .done,
+        .unknown(type: "newer_thing"),
+    ]
+
+    @Test(arguments: everyCase) func encodeThenParseRoundTrips(_ m: AgentMessage) throws {
+        let line = m.line()
+        #expect(line.hasPrefix(AgentMessage.prefix) && line.hasSuffix("\n"))
+        #expect(line.dropLast().contains("\n") == false, "one message is one line")
+        #expect(AgentMessage.parse(Substring(line)) == m)
+        // Extra fields (hello's millis) ride along and are ignored by the reader.
+        #expect(AgentMessage.parse(Substring(m.line(extra: [("millis", .int(5)), ("briefly", .bool(true))]))) == m)
+    }
+
+    @Test func sendersNumbersAreClampedNotTrusted() throws {
+        let m = AgentMessage.parse(#"@ktstr {"type":"workers","workers":[{"cpuNanos":1e300,"runs":"7","lastCPU":1e300},3]}"#)
+        #expect(m == .workers([WorkerStats(index: 0, pid: 0, cpuNanos: 0, waitNanos: 0, runs: 0, iterations: 0, lastCPU: nil)]))
+        let e = AgentMessage.parse(#"@ktstr {"type":"sched_exit","kind":"error_reenq","code":1e300}"#)
+        #expect(e == .schedulerExit(SchedulerExit(kind: .errorReenq, kindValue: 1027, code: 0), source: ""))
     }
 }

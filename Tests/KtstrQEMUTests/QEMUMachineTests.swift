@@ -45,10 +45,10 @@ struct QEMUMachineTests {
     @Test(.enabled(if: QEMUEnv.missingAgent == nil, Comment(rawValue: QEMUEnv.missingAgent ?? "")))
     func freezeGivesRegistersAndGuestMemoryIsShared() async throws {
         let kernel = try Provisioning.kernel()
-        let plan = RunPlan(scheduler: nil, workload: .init(kind: "idle", count: 0), durationMillis: 4000,
+        let plan = RunPlan(scheduler: nil, workload: .init(kind: .idle, count: 0), durationMillis: 4000,
                            kallsyms: ["init_top_pgt"], attachTimeoutMillis: 1000)
         let image = try InitramfsAssembler(agentPath: try Provisioning.agentBinary(), schedulerPath: nil,
-                                           planJSON: [UInt8](JSONEncoder().encode(plan))).assemble()
+                                           planJSON: plan.encoded()).assemble()
         let initrd = try UnlinkedFile(contents: image.bytes)
         let collector = RunCollector(log: .silent) { _ in }
         let m = QEMUMachine(.init(qemuPath: try Provisioning.qemuBinary(), kernelPath: kernel.image, initrdFD: initrd.fd,

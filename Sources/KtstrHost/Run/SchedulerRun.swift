@@ -46,12 +46,11 @@ public enum SchedulerRun {
         let attach = decision.backend == .qemuTCG ? 30_000 : 10_000
         let plan = RunPlan(
             scheduler: sched.map { RunPlan.Scheduler(path: InitramfsAssembler.schedulerGuestPath, args: $0.args, name: $0.name) },
-            workload: RunPlan.Workload(kind: workload.kind.rawValue, count: workload.count,
+            workload: RunPlan.Workload(kind: workload.kind, count: workload.count,
                                        periodMicros: workload.periodMicros, cgroup: workload.cgroup),
             durationMillis: durationMillis, kallsyms: FailureMonitor.requiredSymbols, attachTimeoutMillis: attach,
             deadlineMillis: max(5000, Int(vm.timeoutSeconds * 1000) - 5000))
-        let planJSON = try JSONEncoder().encode(plan)
-        let image = try InitramfsAssembler(agentPath: agent, schedulerPath: sched?.path, planJSON: [UInt8](planJSON)).assemble()
+        let image = try InitramfsAssembler(agentPath: agent, schedulerPath: sched?.path, planJSON: plan.encoded()).assemble()
         log.debug("initramfs: \(image.bytes.count >> 10) KiB, \(image.files.count) files")
 
         let units = try await VMSlots.shared.acquire(vcpus: vm.cpus)

@@ -1,9 +1,11 @@
-// A small JSON reader/writer for the plan and the channel messages. The agent avoids
-// Foundation (it runs as PID 1 in a tiny initramfs), so this is hand-written and bounded:
-// nesting depth and input size are limited, malformed input yields nil.
-import Glibc
+// A small JSON value, reader and writer for plan.json and the agent channel. Hand-written
+// because the guest agent links only Glibc (it runs as PID 1 in a tiny initramfs), and
+// bounded because the host reads it from a hostile guest: input size and nesting depth are
+// limited, malformed input yields nil, no number traps.
 
-enum JSON: Equatable {
+/// One JSON value. Objects keep their key order (the plan and messages are written in the
+/// order docs/PROTOCOLS.md shows); a lookup takes the first matching key.
+public enum JSON: Sendable, Equatable {
     case null
     case bool(Bool)
     case number(Double)
@@ -11,7 +13,12 @@ enum JSON: Equatable {
     case array([JSON])
     case object([(String, JSON)])
 
-    static func == (a: JSON, b: JSON) -> Bool {
+    /// Longest input `parse` reads.
+    public static let maxBytes = 1 << 20
+    /// Deepest nesting `parse` accepts (the protocol needs 3).
+    public static let maxDepth = 32
+
+    public static func == (a: JSON, b: JSON) -> Bool {
         switch (a, b) {
         case (.null, .null): true
         case let (.bool(x), .bool(y)): x == y
@@ -23,21 +30,43 @@ enum JSON: Equatable {
         }
     }
 
-    subscript(key: String) -> JSON? {
+    public static func int(_ v: Int) -> JSON { .number(Double(v)) }
+    public static func uint(_ v: UInt64) -> JSON { .number(Double(v)) }
+
+    public subscript(key: String) -> JSON? {
         if case let .object(pairs) = self { return pairs.first { $0.0 == key }?.1 }
         return nil
     }
-    var string: String? { if case let .string(s) = self { return s }; return nil }
-    var int: Int? {
+    public var string: String? { if case let .string(s) = self { return s }; return nil }
+    public var bool: Bool? { if case let .bool(b) = self { return b }; return nil }
+    public var array: [JSON]? { if case let .array(a) = self { return a }; return nil }
+    public var object: [(String, JSON)]? { if case let .object(o) = self { return o }; return nil }
+    /// Integral part of a number within ±9e15 (exact in a Double); nil otherwise.
+    public var int: Int? {
         if case let .number(d) = self, d.isFinite, d >= -9.0e15, d <= 9.0e15 { return Int(d) }
         return nil
     }
-    var array: [JSON]? { if case let .array(a) = self { return a }; return nil }
+    /// Integral part of a number within Int64's range; nil otherwise.
+    public var int64: Int64? {
+        if case let .number(d) = self, d.isFinite, d >= -9.2e18, d <= 9.2e18 { return Int64(d) }
+        return nil
+    }
+    /// Integral part of a non-negative number within UInt64's range; nil otherwise.
+    public var uint64: UInt64? {
+        if case let .number(d) = self, d.isFinite, d >= 0, d < 1.8e19 { return UInt64(d) }
+        return nil
+    }
+}
 
-    // MARK: parsing
+// MARK: reading
 
-    static func parse(_ bytes: [UInt8]) -> JSON? {
-        guard bytes.count <= 1 << 20 else { return nil }
+extension JSON {
+    public static func parse(_ text: some StringProtocol) -> JSON? { parse(Array(text.utf8)) }
+
+    /// The value `bytes` hold (surrounding white space allowed); nil for anything malformed,
+    /// longer than `maxBytes` or nested deeper than `maxDepth`.
+    public static func parse(_ bytes: [UInt8]) -> JSON? {
+        guard bytes.count <= maxBytes else { return nil }
         var p = Parser(b: bytes)
         guard let v = p.value(depth: 0) else { return nil }
         p.skipSpace()
@@ -52,15 +81,17 @@ enum JSON: Equatable {
             while i < b.count, b[i] == 0x20 || b[i] == 0x0A || b[i] == 0x0D || b[i] == 0x09 { i += 1 }
         }
 
+        func at(_ c: Character) -> Bool { i < b.count && b[i] == c.asciiValue! }
+
         mutating func literal(_ s: String, _ v: JSON) -> JSON? {
             let u = Array(s.utf8)
-            guard i + u.count <= b.count, Array(b[i..<i + u.count]) == u else { return nil }
+            guard i + u.count <= b.count, b[i..<i + u.count].elementsEqual(u) else { return nil }
             i += u.count
             return v
         }
 
         mutating func value(depth: Int) -> JSON? {
-            guard depth < 32 else { return nil }
+            guard depth < JSON.maxDepth else { return nil }
             skipSpace()
             guard i < b.count else { return nil }
             switch b[i] {
@@ -72,33 +103,31 @@ enum JSON: Equatable {
                 i += 1
                 var out: [JSON] = []
                 skipSpace()
-                if i < b.count, b[i] == UInt8(ascii: "]") { i += 1; return .array(out) }
+                if at("]") { i += 1; return .array(out) }
                 while true {
                     guard let v = value(depth: depth + 1) else { return nil }
                     out.append(v)
                     skipSpace()
-                    guard i < b.count else { return nil }
-                    if b[i] == UInt8(ascii: ",") { i += 1; continue }
-                    if b[i] == UInt8(ascii: "]") { i += 1; return .array(out) }
+                    if at(",") { i += 1; continue }
+                    if at("]") { i += 1; return .array(out) }
                     return nil
                 }
             case UInt8(ascii: "{"):
                 i += 1
                 var out: [(String, JSON)] = []
                 skipSpace()
-                if i < b.count, b[i] == UInt8(ascii: "}") { i += 1; return .object(out) }
+                if at("}") { i += 1; return .object(out) }
                 while true {
                     skipSpace()
-                    guard i < b.count, b[i] == UInt8(ascii: "\""), let k = string() else { return nil }
+                    guard at("\""), let k = string() else { return nil }
                     skipSpace()
-                    guard i < b.count, b[i] == UInt8(ascii: ":") else { return nil }
+                    guard at(":") else { return nil }
                     i += 1
                     guard let v = value(depth: depth + 1) else { return nil }
                     out.append((k, v))
                     skipSpace()
-                    guard i < b.count else { return nil }
-                    if b[i] == UInt8(ascii: ",") { i += 1; continue }
-                    if b[i] == UInt8(ascii: "}") { i += 1; return .object(out) }
+                    if at(",") { i += 1; continue }
+                    if at("}") { i += 1; return .object(out) }
                     return nil
                 }
             default: return number()
@@ -110,8 +139,13 @@ enum JSON: Equatable {
             while i < b.count, b[i] == UInt8(ascii: "-") || b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: ".")
                 || b[i] == UInt8(ascii: "e") || b[i] == UInt8(ascii: "E") || (b[i] >= 0x30 && b[i] <= 0x39) { i += 1 }
             guard i > start, i - start < 64 else { return nil }
-            let s = String(decoding: b[start..<i], as: UTF8.self)
-            return Double(s).map { .number($0) }
+            return Double(String(decoding: b[start..<i], as: UTF8.self)).map { .number($0) }
+        }
+
+        mutating func hex4() -> UInt32? {
+            guard i + 4 <= b.count, let v = UInt32(String(decoding: b[i..<i + 4], as: UTF8.self), radix: 16) else { return nil }
+            i += 4
+            return v
         }
 
         mutating func string() -> String? {
@@ -132,20 +166,29 @@ enum JSON: Equatable {
                 case UInt8(ascii: "b"): out.append(0x08)
                 case UInt8(ascii: "f"): out.append(0x0C)
                 case UInt8(ascii: "u"):
-                    guard i + 4 <= b.count, let v = UInt32(String(decoding: b[i..<i + 4], as: UTF8.self), radix: 16) else { return nil }
-                    i += 4
-                    // Surrogates are replaced: the plan is ASCII in practice.
-                    out += Array(String(Unicode.Scalar(v).map { Character($0) } ?? "\u{FFFD}").utf8)
+                    guard var v = hex4() else { return nil }
+                    // A surrogate pair is one scalar; a lone surrogate becomes U+FFFD.
+                    if (0xD800..<0xDC00).contains(v), b[i...].starts(with: Array("\\u".utf8)) {
+                        let save = i
+                        i += 2
+                        if let lo = hex4(), (0xDC00..<0xE000).contains(lo) {
+                            v = 0x10000 + ((v - 0xD800) << 10) + (lo - 0xDC00)
+                        } else { i = save }
+                    }
+                    out += Array(String(Unicode.Scalar(v).map(Character.init) ?? "\u{FFFD}").utf8)
                 default: out.append(e)
                 }
             }
             return nil
         }
     }
+}
 
-    // MARK: writing
+// MARK: writing
 
-    func encoded() -> String {
+extension JSON {
+    /// Compact text: no spaces, integral numbers without a fraction, control characters escaped.
+    public func encoded() -> String {
         var s = ""
         write(into: &s)
         return s
@@ -156,7 +199,7 @@ enum JSON: Equatable {
         case .null: s += "null"
         case let .bool(v): s += v ? "true" : "false"
         case let .number(d):
-            if d.rounded() == d, abs(d) < 9.0e15 { s += String(Int64(d)) } else { s += String(d) }
+            if d.rounded() == d, abs(d) < 9.0e15 { s += String(Int64(d)) } else if d.isFinite { s += String(d) } else { s += "null" }
         case let .string(v): JSON.quote(v, into: &s)
         case let .array(a):
             s += "["
@@ -192,9 +235,4 @@ enum JSON: Equatable {
         out.append(UInt8(ascii: "\""))
         s += String(decoding: out, as: UTF8.self)
     }
-}
-
-extension JSON {
-    static func int(_ v: Int) -> JSON { .number(Double(v)) }
-    static func uint(_ v: UInt64) -> JSON { .number(Double(v)) }
 }
