@@ -46,6 +46,28 @@ import Testing
         #expect(d.problems.isEmpty, "\(d.problems)")
     }
 
+    /// 7.x's disable work stores SCX_EXIT_DONE into `exit_kind` once it starts; the kind
+    /// stays in `exit_info->kind`. A stall exit's disable work often starts before the next
+    /// poll: the failure must still be caught, with the recorded kind.
+    @Test(arguments: [false, true])
+    func anExitWhoseKindWasAlreadyResetToDoneIsStillCaught(scxRootCleared: Bool) throws {
+        let g = try SyntheticGuest(exitKind: 0)
+        let m = FakeMachine(g.memory)
+        let mon = FailureMonitor(log: .silent, options: Self.fastOptions())
+        mon.start(machine: m, kallsyms: g.symbols, vmlinux: nil)
+        Thread.sleep(forTimeInterval: 0.05)
+        #expect(mon.currentDump == nil)
+        try g.memory.write(Int32(1026), at: g.exitInfoGPA + UInt64(g.eiKindOffset))
+        try g.memory.write(Int32(1), at: g.schedGPA + UInt64(g.exitKindOffset))
+        // The disable work finished too: scx_root is NULL, the old scx_sched not yet freed.
+        if scxRootCleared { try g.memory.write(UInt64(0), at: SyntheticGuest.gpa(try #require(g.symbols["scx_root"]))) }
+        let deadline = Date().addingTimeInterval(10)
+        while mon.currentDump == nil, Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        let d = try #require(mon.finish(), "no dump for an error_stall whose exit_kind already reads DONE")
+        #expect(d.kind == .errorStall && d.kindValue == 1026)
+        #expect(d.message == "ktstr-fault: error after 100 enqueues")
+    }
+
     @Test func watchpointArmsOnExitKindAndWakesTheMonitor() throws {
         let g = try SyntheticGuest(exitKind: 0)
         let m = WatchingFakeMachine(g.memory)
