@@ -16,17 +16,23 @@ import Testing
         return o
     }
 
-    @Test func catchesAnErrorExitAndDumpsTheFrozenGuest() throws {
-        let g = try SyntheticGuest(exitKind: 0)
-        let m = FakeMachine(g.memory)
-        let mon = FailureMonitor(log: .silent, options: Self.fastOptions())
+    /// A monitor watching a healthy synthetic guest; `fail` then changes the guest, and the
+    /// monitor gets up to 10 s to produce a dump.
+    static func watch(_ g: SyntheticGuest, _ m: FakeMachine, fail: () throws -> Void) throws -> FailureDump? {
+        let mon = FailureMonitor(log: .silent, options: fastOptions())
         mon.start(machine: m, kallsyms: g.symbols, vmlinux: nil)
         Thread.sleep(forTimeInterval: 0.05)
         #expect(mon.currentDump == nil)
-        try g.setExitKind(1025)
+        try fail()
         let deadline = Date().addingTimeInterval(10)
         while mon.currentDump == nil, Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
-        let d = try #require(mon.finish())
+        return mon.finish()
+    }
+
+    @Test func catchesAnErrorExitAndDumpsTheFrozenGuest() throws {
+        let g = try SyntheticGuest(exitKind: 0)
+        let m = FakeMachine(g.memory)
+        let d = try #require(try Self.watch(g, m) { try g.setExitKind(1025) })
         #expect(d.kind == .errorBPF && d.kindValue == 1025)
         #expect(d.registers.count == 2)
         #expect(m.freezes.withLock { $0 } == 1 && m.thaws.withLock { $0 } == 1)
@@ -52,18 +58,14 @@ import Testing
     @Test(arguments: [false, true])
     func anExitWhoseKindWasAlreadyResetToDoneIsStillCaught(scxRootCleared: Bool) throws {
         let g = try SyntheticGuest(exitKind: 0)
-        let m = FakeMachine(g.memory)
-        let mon = FailureMonitor(log: .silent, options: Self.fastOptions())
-        mon.start(machine: m, kallsyms: g.symbols, vmlinux: nil)
-        Thread.sleep(forTimeInterval: 0.05)
-        #expect(mon.currentDump == nil)
-        try g.memory.write(Int32(1026), at: g.exitInfoGPA + UInt64(g.eiKindOffset))
-        try g.memory.write(Int32(1), at: g.schedGPA + UInt64(g.exitKindOffset))
-        // The disable work finished too: scx_root is NULL, the old scx_sched not yet freed.
-        if scxRootCleared { try g.memory.write(UInt64(0), at: SyntheticGuest.gpa(try #require(g.symbols["scx_root"]))) }
-        let deadline = Date().addingTimeInterval(10)
-        while mon.currentDump == nil, Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
-        let d = try #require(mon.finish(), "no dump for an error_stall whose exit_kind already reads DONE")
+        let root = SyntheticGuest.gpa(try #require(g.symbols["scx_root"]))
+        let dump = try Self.watch(g, FakeMachine(g.memory)) {
+            try g.memory.write(Int32(1026), at: g.exitInfoGPA + UInt64(g.eiKindOffset))
+            try g.memory.write(Int32(1), at: g.schedGPA + UInt64(g.exitKindOffset))
+            // The disable work finished too: scx_root is NULL, the old scx_sched not yet freed.
+            if scxRootCleared { try g.memory.write(UInt64(0), at: root) }
+        }
+        let d = try #require(dump, "no dump for an error_stall whose exit_kind already reads DONE")
         #expect(d.kind == .errorStall && d.kindValue == 1026)
         #expect(d.message == "ktstr-fault: error after 100 enqueues")
     }

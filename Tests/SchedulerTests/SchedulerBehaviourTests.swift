@@ -96,10 +96,14 @@ struct SchedulerFailures {
         let dump = try #require(outcome.failureDump, "no failure dump; problems: \(outcome.problems)")
         #expect(dump.kind == .errorStall && dump.kindValue == 1026)
         #expect(dump.registers.count == 2)
-        if let m = (dump.message ?? "").firstMatch(of: /\[(\d+)\] failed to run/), let pid = Int32(m.1) {
-            let runnable = dump.cpus.flatMap { $0.runnable ?? [] }
-            #expect(runnable.contains { $0.pid == pid }, "runnable: \(runnable)")
-        }
+        let victim = try #require((dump.message ?? "").firstMatch(of: /(\S+)\[(\d+)\] failed to run/), "message: \(dump.message ?? "nil")")
+        let pid = try #require(Int32(victim.2))
+        // The kernel's own dump, written when the watchdog fired, lists the victim as runnable.
+        #expect(dump.schedulerDump?.contains("R \(victim.1)[\(pid)]") == true, "kernel dump: \(dump.schedulerDump ?? "nil")")
+        // Our runqueue read at the freeze sees it too: still waiting, or running once the
+        // kernel's disable work (which may start before a 5 ms poll) has moved it back to CFS.
+        let seen = dump.cpus.contains { cpu in cpu.currentPID == pid || (cpu.runnable ?? []).contains { $0.pid == pid } }
+        #expect(seen, "cpus: \(dump.cpus)")
         #expect(dump.global("ktstr_knob_stall_pid_every")?.integer == 2)
     }
 
