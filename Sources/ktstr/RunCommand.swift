@@ -19,8 +19,10 @@ struct RunCommand: CLICommand {
 
         Boots the guest kernel, starts the scheduler, runs the workload for --duration seconds
         (default 3), stops the scheduler and reports how it exited. Exit status 0 whenever the
-        run completed, whatever the scheduler did; 1 when the run itself could not happen.
-        --json prints the RunOutcome as JSON on stdout; progress goes to stderr.
+        run completed, whatever the scheduler did; 1 when the run itself could not happen;
+        2 for a usage error. Ctrl-C or SIGTERM stops the VM, says where the run was and exits
+        130 / 143. --json prints the RunOutcome as JSON on stdout (also the partial one after
+        Ctrl-C); progress goes to stderr.
         """
 
     func run(_ args: inout Arguments) async throws -> Int32 {
@@ -54,13 +56,28 @@ struct RunCommand: CLICommand {
         }
         let vm = VMConfig(cpus: cpus, memoryMiB: memory, kernel: kernel, backend: backend, timeoutSeconds: timeout)
         Progress.step("booting \(cpus) vCPUs / \(memory) MiB, scheduler \(schedName), workload \(workload.kind.rawValue)×\(workload.count) for \(duration) s")
-        let outcome = try await SchedulerRun.run(vm: vm, scheduler: scheduler, workload: workload,
-                                                 duration: .milliseconds(Int(duration * 1000)),
-                                                 artifactsDirectory: artifacts, log: .default)
+        let run: (value: RunOutcome, signal: Int32?)
+        do {
+            run = try await Interruption.run {
+                try await SchedulerRun.run(vm: vm, scheduler: scheduler, workload: workload,
+                                           duration: .milliseconds(Int(duration * 1000)),
+                                           artifactsDirectory: artifacts, log: .default, partialOutcomeOnCancel: true)
+            }
+        } catch let i as Interruption.Interrupted {
+            throw CLIError("interrupted by \(i.name) before the VM started; nothing is left running", status: i.status)
+        }
+        let outcome = run.value
+        if let sig = run.signal {
+            // One line on stderr; with --json the partial outcome still goes to stdout.
+            let i = Interruption.Interrupted(signal: sig)
+            let phase = outcome.kernelRelease == nil ? "while the guest was booting" : "while the scheduler and workload ran"
+            let where_ = artifacts.map { "artifacts in \($0)" } ?? "no artifacts (pass --artifacts DIR to keep them)"
+            if json { try Self.printJSON(outcome) }
+            FileHandle.standardError.write(Data("ktstr run: interrupted by \(i.name) \(phase) after \(outcome.wallMillis) ms; the VM was stopped; \(where_)\n".utf8))
+            return i.status
+        }
         if json {
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            FileHandle.standardOutput.write(try enc.encode(outcome) + Data("\n".utf8))
+            try Self.printJSON(outcome)
         } else {
             print(Self.summary(outcome))
         }
@@ -71,6 +88,12 @@ struct RunCommand: CLICommand {
             return 1
         }
         return 0
+    }
+
+    static func printJSON(_ outcome: RunOutcome) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        FileHandle.standardOutput.write(try enc.encode(outcome) + Data("\n".utf8))
     }
 
     static func parseWorkload(_ s: String) throws -> WorkloadSpec {

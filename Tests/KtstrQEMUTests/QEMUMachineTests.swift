@@ -149,6 +149,40 @@ struct QEMUMachineTests {
     }
 }
 
+/// Ctrl-C / SIGTERM on `ktstr run`: the VM stops, one line says what was interrupted, the
+/// exit status is 128 + the signal, and `--json` still prints the partial outcome.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct CLIInterruptionTests {
+    @Test(.enabled(if: QEMUEnv.missingAgent == nil && FileManager.default.isExecutableFile(atPath: ktstrBinary),
+                   "needs the agent and a built `ktstr` (swift build)"),
+          arguments: [SIGINT, SIGTERM])
+    func aSignalStopsTheRunAndSaysSo(_ sig: Int32) async throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: ktstrBinary)
+        p.arguments = ["run", "--scheduler", "none", "--workload", "idle", "--duration", "120", "--memory", "256", "--json"]
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let child = p.processIdentifier
+        let deadline = ContinuousClock.now + .seconds(60)
+        while QEMUEnv.leftovers(pid: child).isEmpty, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        try #require(!QEMUEnv.leftovers(pid: child).isEmpty, "the child's qemu never showed up")
+        let t0 = ContinuousClock.now
+        kill(child, sig)
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(ContinuousClock.now - t0 < .seconds(15))
+        #expect(p.terminationStatus == 128 + sig, "stderr: \(stderr)")
+        let last = try #require(stderr.split(separator: "\n").last.map(String.init))
+        #expect(last.hasPrefix("ktstr run: interrupted by \(sig == SIGINT ? "SIGINT" : "SIGTERM")"), "\(last)")
+        let outcome = try JSONDecoder().decode(RunOutcome.self, from: stdout)
+        #expect(outcome.problems.contains(.cancelled), "\(outcome.problems)")
+        #expect(QEMUEnv.leftovers(pid: child).isEmpty, "\(QEMUEnv.leftovers(pid: child))")
+    }
+}
+
 /// The `ktstr` CLI built next to the tests (`.build/debug/ktstr`).
 let ktstrBinary: String = {
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

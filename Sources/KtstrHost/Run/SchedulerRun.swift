@@ -18,17 +18,21 @@ public enum SchedulerRun {
     /// Extra kernel arguments for every QEMU run (after `QEMUMachine.baseCmdline`).
     static let cmdlineExtras = "loglevel=4 mitigations=off edd=off"
 
+    /// `partialOutcomeOnCancel`: when the task is cancelled after the VM started, return what
+    /// the run had so far (with a `.cancelled` problem) instead of throwing CancellationError;
+    /// the CLI prints it on Ctrl-C. Cancelled before the VM started, it throws either way.
     public static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
-                           artifactsDirectory: String?, log: Log) async throws -> RunOutcome {
+                           artifactsDirectory: String?, log: Log, partialOutcomeOnCancel: Bool = false) async throws -> RunOutcome {
         try await run(vm: vm, scheduler: scheduler, workload: workload, duration: duration,
-                      artifactsDirectory: artifactsDirectory, log: log, agentPath: nil)
+                      artifactsDirectory: artifactsDirectory, log: log, agentPath: nil,
+                      partialOutcomeOnCancel: partialOutcomeOnCancel)
     }
 
     /// `agentPath` replaces the provisioned agent (tests: a program that is not the agent, to
     /// check what a guest that dies early yields).
     static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
                     artifactsDirectory: String?, log: Log, agentPath: String?, settings: KtstrSettings = .current,
-                    onMachine: (@Sendable (any Machine) -> Void)? = nil) async throws -> RunOutcome {
+                    partialOutcomeOnCancel: Bool = false, onMachine: (@Sendable (any Machine) -> Void)? = nil) async throws -> RunOutcome {
         try Task.checkCancellation()
         // Checked before any conversion: nan, inf or a negative timeout must be a usage error,
         // not a trap in Int(_:) or a run blamed on the guest.
@@ -106,10 +110,12 @@ public enum SchedulerRun {
                 machine.kill()
             }
         } catch {
-            // A kill from the cancellation handler makes start() fail: report the cancellation.
+            // A kill from the cancellation handler makes start() fail: report the cancellation
+            // (or, when asked, the outcome so far: the guest may have said hello already).
             machine.kill()
-            try Task.checkCancellation()
-            throw error
+            if !(Task.isCancelled && partialOutcomeOnCancel) { try Task.checkCancellation() }
+            guard Task.isCancelled else { throw error }
+            exit = .killed
         }
         // The initrd fd must stay open until qemu has read it: keep the owner alive to here.
         withExtendedLifetime(initrd) {}
@@ -122,7 +128,7 @@ public enum SchedulerRun {
         if Task.isCancelled { outcome.problems.append(RunProblem(.cancelled)) }
         if decision.backend == .kvm { outcome.unhandledAccesses = machine.unhandledAccesses }
         if let dir = artifactsDirectory { RunArtifacts.write(outcome, to: dir, log: log) }
-        try Task.checkCancellation()
+        if !partialOutcomeOnCancel { try Task.checkCancellation() }
         return outcome
     }
 
