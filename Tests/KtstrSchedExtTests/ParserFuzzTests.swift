@@ -86,6 +86,7 @@ import Testing
             if let s = try? btf.size(of: id), s < 0 { return "type \(id) has size \(s)" }
             _ = btf.name(of: id)
             _ = btf.sectionVariables(id)
+            if btf.type(id)?.kind == .datasec { _ = BPFMapReader.decode(btf: btf, datasec: id, bytes: Array(repeating: 0xA5, count: 24)) }
             if let t = btf.type(id), t.kind == .struct || t.kind == .union {
                 for m in t.members.prefix(8) { _ = try? btf.member(btf.string(at: m.nameOffset), in: id) }
             }
