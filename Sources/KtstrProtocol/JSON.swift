@@ -139,7 +139,10 @@ extension JSON {
             while i < b.count, b[i] == UInt8(ascii: "-") || b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: ".")
                 || b[i] == UInt8(ascii: "e") || b[i] == UInt8(ascii: "E") || (b[i] >= 0x30 && b[i] <= 0x39) { i += 1 }
             guard i > start, i - start < 64 else { return nil }
-            return Double(String(decoding: b[start..<i], as: UTF8.self)).map { .number($0) }
+            // "1e999" reads as infinity, which JSON cannot hold (it would re-encode as null):
+            // out of range is malformed.
+            guard let d = Double(String(decoding: b[start..<i], as: UTF8.self)), d.isFinite else { return nil }
+            return .number(d)
         }
 
         mutating func hex4() -> UInt32? {

@@ -54,6 +54,8 @@ struct RunCommand: CLICommand {
         case "fault": .fault(args: schedArgs)
         default: .binary(path: schedName, args: schedArgs)
         }
+        // Checked before the progress line so a bad --kernel prints one line and exits 1.
+        if let kernel { try KernelImage.validate(path: kernel) }
         let vm = VMConfig(cpus: cpus, memoryMiB: memory, kernel: kernel, backend: backend, timeoutSeconds: timeout)
         Progress.step("booting \(cpus) vCPUs / \(memory) MiB, scheduler \(schedName), workload \(workload.kind.rawValue)×\(workload.count) for \(duration) s")
         let run: (value: RunOutcome, signal: Int32?)

@@ -40,6 +40,8 @@ public enum SchedulerRun {
             throw RunError.setup("timeout \(vm.timeoutSeconds) s: must be more than 0 and at most \(Int(VMConfig.maxTimeoutSeconds)) s")
         }
         let kernel = try Provisioning.kernel(explicit: vm.kernel)
+        // Before any machine: a bad file is named here, not blamed on a "kernel panic" later.
+        try KernelImage.validate(path: kernel.image)
         let agent = try agentPath ?? Provisioning.agentBinary()
         let decision = try BackendSelection.decide(vm.backend, settings: settings)
         log.info("backend \(decision.backend.rawValue): \(decision.why)")

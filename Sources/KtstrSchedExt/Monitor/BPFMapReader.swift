@@ -83,7 +83,9 @@ public struct BPFMapReader: Sendable {
         }
         guard typeName == "array" || (L.typeNames.isEmpty && typeValue == 2) else { return m }
         let elem = (UInt64(m.valueSize) + 7) & ~7
-        let total = elem * UInt64(m.maxEntries)
+        // value_size and max_entries come from the guest: saturate rather than trap.
+        let (product, overflow) = elem.multipliedReportingOverflow(by: UInt64(m.maxEntries))
+        let total = overflow ? UInt64.max : product
         let n = Int(min(total, UInt64(Self.maxContents)))
         guard n > 0 else { return m }
         do {

@@ -62,11 +62,19 @@ extension BTF {
     /// A member of a struct/union by name, searching anonymous struct/union members too
     /// (`struct bpf_array`'s `value` lives in an anonymous union). Offset is in bits.
     public func member(_ name: String, in id: UInt32) throws(BTFError) -> (bitOffset: UInt64, member: BTFMember)? {
-        try member(name, in: id, depth: 0)
+        var budget = Self.maxAnonymousVisits
+        return try member(name, in: id, depth: 0, budget: &budget)
     }
 
-    private func member(_ name: String, in id: UInt32, depth: Int) throws(BTFError) -> (bitOffset: UInt64, member: BTFMember)? {
-        guard depth < 8 else { return nil }
+    /// Most anonymous struct/union members one lookup descends into: a hostile BTF whose
+    /// struct holds thousands of anonymous members of its own type would otherwise cost
+    /// thousands^8 steps.
+    static let maxAnonymousVisits = 4096
+
+    private func member(_ name: String, in id: UInt32, depth: Int,
+                        budget: inout Int) throws(BTFError) -> (bitOffset: UInt64, member: BTFMember)? {
+        guard depth < 8, budget > 0 else { return nil }
+        budget -= 1
         let rid = try resolve(id)
         guard let t = type(rid), t.kind == .struct || t.kind == .union else { throw .notComposite(self.name(of: rid)) }
         for m in t.members where m.nameOffset != 0 && string(at: m.nameOffset) == name {
@@ -74,7 +82,7 @@ extension BTF {
         }
         for m in t.members where m.nameOffset == 0 {
             guard let inner = try? resolve(m.type), let it = type(inner), it.kind == .struct || it.kind == .union else { continue }
-            if let (off, found) = try member(name, in: inner, depth: depth + 1) {
+            if let (off, found) = try member(name, in: inner, depth: depth + 1, budget: &budget) {
                 return (UInt64(m.bitOffset) + off, found)
             }
         }

@@ -36,7 +36,8 @@ public struct GuestKallsyms: Sendable, Symbolizer {
         var tokens: [[UInt8]] = []
         for i in 0..<256 {
             let off = UInt64(idx[2 * i]) | UInt64(idx[2 * i + 1]) << 8
-            guard let t = try? space.readCString(at: table + off, maxLength: 64) else { return nil }
+            // `table` comes from the guest's hello: wrap, and let the read refuse a bad address.
+            guard let t = try? space.readCString(at: table &+ off, maxLength: 64) else { return nil }
             tokens.append(Array(t.utf8))
         }
         self.space = space
@@ -65,7 +66,7 @@ public struct GuestKallsyms: Sendable, Symbolizer {
         var off = UInt64(try space.read(UInt32.self, at: markers &+ UInt64(i >> 8) * 4))
         for _ in 0..<(i & 0xFF) {
             let (len, hdr) = try length(at: off)
-            off += UInt64(len + hdr)
+            off += UInt64(len + hdr) // < 2^32 + 255 × 2^15: no overflow
         }
         let (len, hdr) = try length(at: off)
         let data = try space.readBytes(at: names &+ off &+ UInt64(hdr), count: len)
@@ -89,6 +90,9 @@ public struct GuestKallsyms: Sendable, Symbolizer {
             if try self.address(mid) <= address { low = mid } else { high = mid }
         }
         let start = try self.address(low)
+        // Re-read from guest RAM: a guest that rewrote its table since the search may have
+        // moved it above `address`.
+        guard start <= address else { return nil }
         var first = low
         var steps = 0
         while first > 0, steps < 64, try self.address(first - 1) == start { first -= 1; steps += 1 }

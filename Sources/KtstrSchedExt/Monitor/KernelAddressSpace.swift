@@ -79,7 +79,7 @@ public struct KernelAddressSpace: Sendable {
         guard count > 0 else { return [] }
         guard UInt64(count) <= UInt64.max - kva else { throw .nonCanonical(kva) }
         var out: [UInt8] = []
-        out.reserveCapacity(count)
+        out.reserveCapacity(min(count, 1 << 20)) // count may come from the guest
         var va = kva
         while out.count < count {
             let inPage = Int(4096 - (va & 0xFFF))

@@ -69,7 +69,9 @@ public final class KVMMachine: RunnerBackedMachine, @unchecked Sendable {
 
         let image = try KernelImage(path: config.kernel)
         let memoryBytes = UInt64(max(0, config.memoryMiB)) << 20
-        let needed = Int((image.occupiedRange.upperBound + (16 << 20)) >> 20)
+        // The image's end is below 2^53 (KernelImage checks it), but add without trapping anyway.
+        let (end, over) = image.occupiedRange.upperBound.addingReportingOverflow(16 << 20)
+        let needed = over ? Int.max : Int(end >> 20)
         guard config.memoryMiB >= needed else { throw KVMMachineError.memoryTooSmall(MiB: config.memoryMiB, needed: needed) }
 
         let system = try kvm ?? KVMSystem()

@@ -6,9 +6,13 @@ public enum KernelImageError: Error, CustomStringConvertible, Equatable {
     case unreadable(path: String, reason: String)
     case truncated(what: String, needed: Int, size: Int)
     case notAKernel(String)
-    case protocolTooOld(version: UInt16)
+    case protocolTooOld(version: UInt16, minimum: UInt16 = SetupHeader.minimumVersion)
     case not64Bit
     case badELF(String)
+    /// An ELF for another machine (`e_machine`; x86-64 is 62).
+    case notX86_64(machine: UInt16)
+    /// A header field no real kernel has (an address or size that overflows or lies past any RAM).
+    case implausible(String)
 
     public var description: String {
         switch self {
@@ -18,12 +22,16 @@ public enum KernelImageError: Error, CustomStringConvertible, Equatable {
             "kernel image truncated: \(what) needs \(needed) bytes, file has \(size) — re-fetch the kernel (`ktstr kernel fetch`)"
         case let .notAKernel(why):
             "not a Linux kernel image: \(why) — pass a bzImage (vmlinuz) or an ELF vmlinux"
-        case let .protocolTooOld(v):
-            "bzImage boot protocol \(v >> 8).\(String(format: "%02d", v & 0xff)) is older than 2.12 — use a kernel from 3.8 or later"
+        case let .protocolTooOld(v, m):
+            "bzImage boot protocol \(v >> 8).\(String(format: "%02d", v & 0xff)) is older than \(m >> 8).\(String(format: "%02d", m & 0xff)) — use a kernel from 3.8 or later"
         case .not64Bit:
             "kernel has no 64-bit entry point (xloadflags lacks XLF_KERNEL_64) — build it with CONFIG_X86_64"
         case let .badELF(why):
             "vmlinux ELF is malformed: \(why) — pass the vmlinux extracted from the same kernel build"
+        case let .notX86_64(m):
+            "ELF file is for machine \(m), not x86-64 (62) — pass an x86-64 kernel (bzImage or vmlinux)"
+        case let .implausible(why):
+            "kernel header is implausible: \(why) — the image is corrupt; re-fetch the kernel (`ktstr kernel fetch`)"
         }
     }
 }
@@ -140,6 +148,9 @@ public struct KernelImage: Sendable {
 
     /// Where a bzImage's protected-mode kernel goes (the classic "high" load address).
     public static let bzImageLoadAddress: UInt64 = 0x10_0000
+    /// x86-64's architectural physical address limit (52 bits); kernel addresses must lie below
+    /// it, which also keeps address + size sums (sizes < 2^32) far from overflow.
+    public static let maxPhysicalAddress: UInt64 = 1 << 52
 
     public init(bytes: [UInt8]) throws {
         self.bytes = bytes
@@ -153,15 +164,30 @@ public struct KernelImage: Sendable {
             throw KernelImageError.truncated(what: "protected-mode kernel", needed: h.protectedModeOffset + 0x201, size: bytes.count)
         }
         if h.payloadLength > 0 {
+            // ≤ 256 × 512 + 2 × (2^32 - 1): no overflow in a 64-bit Int.
             let payloadEnd = h.protectedModeOffset + Int(h.payloadOffset) + Int(h.payloadLength)
             guard payloadEnd <= bytes.count else {
                 throw KernelImageError.truncated(what: "compressed payload", needed: payloadEnd, size: bytes.count)
             }
         }
+        // occupiedRange ends at max(load, pref_address) + init_size: it must stay below the
+        // physical address width (a hostile pref_address near 2^64 would overflow the sum).
+        guard max(Self.bzImageLoadAddress, h.prefAddress) < Self.maxPhysicalAddress else {
+            throw KernelImageError.implausible("pref_address 0x\(String(h.prefAddress, radix: 16)) is past any physical address")
+        }
         kind = .bzImage(h)
     }
 
     public init(path: String) throws {
+        // Never read a device or a FIFO whole (/dev/zero would never end).
+        if let a = try? FileManager.default.attributesOfItem(atPath: path) {
+            guard a[.type] as? FileAttributeType == .typeRegular else {
+                throw KernelImageError.unreadable(path: path, reason: "is not a regular file")
+            }
+            if let n = a[.size] as? UInt64, n > Self.maxFileSize {
+                throw KernelImageError.implausible("the file is \(n) bytes, more than \(Self.maxFileSize)")
+            }
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
             let why = FileManager.default.fileExists(atPath: path) ? "cannot be read" : "does not exist"
             throw KernelImageError.unreadable(path: path, reason: why)
@@ -181,7 +207,7 @@ public struct KernelImage: Sendable {
         switch kind {
         case let .bzImage(h):
             let base = Self.bzImageLoadAddress
-            let out = max(base, h.prefAddress)
+            let out = max(base, h.prefAddress) // < maxPhysicalAddress (checked in init)
             return base..<(out + UInt64(h.initSize))
         case let .elf(_, segs, _):
             let lo = segs.map(\.physicalAddress).min() ?? 0
@@ -214,9 +240,8 @@ public struct KernelImage: Sendable {
         guard b.count >= 64 else { throw KernelImageError.truncated(what: "ELF header", needed: 64, size: b.count) }
         guard b[4] == 2 else { throw KernelImageError.not64Bit }
         guard b[5] == 1 else { throw KernelImageError.badELF("not little-endian") }
-        guard let machine = b.le(UInt16.self, at: 18), machine == 62 else {
-            throw KernelImageError.notAKernel("ELF machine is not x86-64")
-        }
+        guard let machine = b.le(UInt16.self, at: 18) else { throw KernelImageError.truncated(what: "ELF header", needed: 64, size: b.count) }
+        guard machine == 62 else { throw KernelImageError.notX86_64(machine: machine) }
         guard let entry = b.le(UInt64.self, at: 24), let phoff = b.le(UInt64.self, at: 32),
               let phentsize = b.le(UInt16.self, at: 54), let phnum = b.le(UInt16.self, at: 56)
         else { throw KernelImageError.truncated(what: "ELF header", needed: 64, size: b.count) }
