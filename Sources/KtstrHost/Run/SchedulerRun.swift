@@ -36,6 +36,7 @@ public enum SchedulerRun {
             throw RunError.setup("timeout \(vm.timeoutSeconds) s: must be more than 0 and at most \(Int(VMConfig.maxTimeoutSeconds)) s")
         }
         let kernel = try Provisioning.kernel(explicit: vm.kernel)
+        if kernel.config == nil { log.warning(Provisioning.missingKernelConfigAdvice(kernel)) }
         let agent = try agentPath ?? Provisioning.agentBinary()
         let decision = try BackendSelection.decide(vm.backend, settings: settings)
         log.info("backend \(decision.backend.rawValue): \(decision.why)")
@@ -50,7 +51,7 @@ public enum SchedulerRun {
                                        periodMicros: workload.periodMicros, cgroup: workload.cgroup),
             durationMillis: durationMillis, kallsyms: FailureMonitor.requiredSymbols, attachTimeoutMillis: attach,
             deadlineMillis: max(5000, Int(vm.timeoutSeconds * 1000) - 5000))
-        let image = try InitramfsAssembler(agentPath: agent, schedulerPath: sched?.path, planJSON: plan.encoded()).assemble()
+        let image = try InitramfsAssembler(agentPath: agent, schedulerPath: sched?.path, planJSON: plan.encoded(), kernel: kernel).assemble()
         log.debug("initramfs: \(image.bytes.count >> 10) KiB, \(image.files.count) files")
 
         let units = try await VMSlots.shared.acquire(vcpus: vm.cpus)
