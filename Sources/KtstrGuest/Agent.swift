@@ -34,6 +34,7 @@ enum Agent {
         var uts = utsname()
         uname(&uts)
         let release = withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if let e = Sys.linkKernelConfig(release: release) { Console.say(e) }
         let syms = Kallsyms.lookup(plan.kallsyms)
         let addresses = Dictionary(syms.compactMap { name, hex in UInt64(hex, radix: 16).map { (name, $0) } },
                                    uniquingKeysWith: { a, _ in a })

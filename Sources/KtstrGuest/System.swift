@@ -79,6 +79,16 @@ enum Sys {
 
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
+    /// libbpf reads the kernel config from /boot/config-<release> (docs/PROTOCOLS.md
+    /// "Initramfs the host builds"); the host links it when it knows the release. This adds
+    /// the link when it did not (or named another release). Returns an error text or nil.
+    static func linkKernelConfig(release: String) -> String? {
+        let config = "/ktstr/kconfig", link = "/boot/config-" + release
+        guard exists(config), !exists(link), !release.isEmpty, !release.contains("/") else { return nil }
+        mkdir("/boot", 0o755)
+        return symlink(config, link) == 0 ? nil : "symlink \(link): \(errnoText())"
+    }
+
     /// Mounts a pseudo filesystem; returns an error text or nil.
     static func mountFS(_ type: String, at target: String, flags: UInt = 0, options: String? = nil) -> String? {
         mkdir(target, 0o755)

@@ -71,6 +71,11 @@ struct DoctorCommand: CLICommand {
             if let vm = k.vmlinux { s += KernelCapabilities.hasSchedExt(vmlinux: vm) ? ", sched_ext: yes" : ", sched_ext: NO" }
             return s
         })
+        if case let .success(k) = kernel {
+            checks.append(Check(name: "kconfig", ok: k.config != nil,
+                                detail: k.config.map { "\($0) (the guest's /boot/config-<release>)" }
+                                    ?? Provisioning.missingKernelConfigAdvice(k)))
+        }
         let clangPath = which("clang")
         checks.append(Check(name: "clang", ok: clangPath != nil,
                             detail: clangPath.map { "\($0) (\(firstLine(of: [$0, "--version"]) ?? "?"))" } ?? "not found — the Swift toolchain ships one; check PATH"))

@@ -17,7 +17,8 @@ struct KernelCommand: CLICommand {
 
         fetch  downloads the default guest kernel (\(Provisioning.defaultKernelVersion), Debian
                trixie-backports, through a private apt config) unless it is cached, extracts its
-               vmlinux, and prints the bzImage's path. Cached: instant, same path.
+               vmlinux, fetches its config (linux-base-<version>; the guest's /boot/config-<release>),
+               and prints the bzImage's path. Cached: instant, same path.
         list   the kernels under $KTSTR_CACHE_DIR/kernels (default ~/.cache/ktstr/kernels).
         """
 
@@ -44,7 +45,8 @@ struct KernelCommand: CLICommand {
                 return 0
             }
             for k in kernels {
-                let mark = k.complete ? "" : "  (not verified: run `ktstr kernel fetch`)"
+                let mark = !k.complete ? "  (not verified: run `ktstr kernel fetch`)"
+                    : k.config == nil ? "  (no config: run `ktstr kernel fetch`)" : ""
                 print("\(k.version)  vmlinuz \(Self.mib(k.imageBytes))  vmlinux \(Self.mib(k.vmlinuxBytes))  \(k.directory)\(mark)")
             }
             return 0

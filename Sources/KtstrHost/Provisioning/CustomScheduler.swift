@@ -28,7 +28,7 @@ extension Provisioning {
         }
         let shared = schedulersDirectory()
         let schedSrc = packageRoot + "/Schedulers"
-        let out = "\(shared)/custom/\(stem)-\(pathHash(dir))"
+        let out = customSchedulerDirectory(sourceDirectory: dir, stem: stem)
         let inputs = ProvisioningFiles.files(under: dir, suffixes: [".c", ".h"])
         let key = "custom v1 \(stem) kernel=\(defaultKernelVersion) src=\(ProvisioningFiles.fingerprint(files: inputs, root: dir)) "
             + "make=\(ProvisioningFiles.fingerprint(files: [schedSrc + "/Makefile"], root: schedSrc))"
@@ -48,6 +48,11 @@ extension Provisioning {
         }
         try stamp.write(key: key)
         return binary
+    }
+
+    /// Where `buildScheduler` puts one scheduler's binary, objects and build.log.
+    static func customSchedulerDirectory(sourceDirectory dir: String, stem: String) -> String {
+        "\(schedulersDirectory())/custom/\(stem)-\(pathHash(dir))"
     }
 
     /// The scheduler's file stem: `name`, or the only `*.bpf.c` in `dir`; both files must exist.

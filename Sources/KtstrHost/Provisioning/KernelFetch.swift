@@ -24,6 +24,8 @@ public struct CachedKernel: Codable, Sendable, Equatable {
     public var imageBytes: UInt64?
     public var vmlinux: String?
     public var vmlinuxBytes: UInt64?
+    /// The kernel's config (`/boot/config-<release>` in the guest, for libbpf's `__kconfig`).
+    public var config: String?
     /// Has a stamp: fetched (or adopted) and verified by `ktstr kernel fetch` / `ktstr setup`.
     public var complete: Bool
 }
@@ -36,12 +38,13 @@ extension Provisioning {
     static var scratchParent: String { cacheDirectory + "/tmp" }
 
     static func kernelStampKey(version: String, package: String) -> String {
-        "kernel v1 \(version) from \(package) (\(PrivateApt.suite))"
+        "kernel v2 \(version) from \(package) + \(kernelConfigPackage(version: version)) (\(PrivateApt.suite))"
     }
 
     /// Downloads the default kernel when it is not cached, extracts the ELF vmlinux from
-    /// its bzImage, and returns both. Idempotent; a cache filled by hand (vmlinuz, maybe
-    /// vmlinux, no stamp) is verified and completed instead of downloaded again.
+    /// its bzImage, fetches its config, and returns them. Idempotent; a cache filled by hand
+    /// (vmlinuz, maybe vmlinux and config, no stamp) or by an older ktstr (no config) is
+    /// verified and completed instead of downloaded again.
     public static func fetchDefaultKernel(progress: ProvisioningProgress = { _ in }) throws -> KernelArtifacts {
         let lock = try lockCache(progress: progress)
         defer { close(lock) }
@@ -54,10 +57,11 @@ extension Provisioning {
         let version = defaultKernelVersion
         let dir = "\(kernelsDirectory)/\(version)"
         let (image, vmlinux, versionFile) = (dir + "/vmlinuz", dir + "/vmlinux", dir + "/version")
+        let config = dir + "/" + kernelConfigFile
         let stamp = ProvisioningStamp(path: dir + "/.stamp")
         let key = kernelStampKey(version: version, package: defaultKernelPackage)
-        let artifacts = KernelArtifacts(image: image, vmlinux: vmlinux, version: version)
-        if stamp.isValid(key: key, outputs: [image, vmlinux, versionFile]) {
+        let artifacts = KernelArtifacts(image: image, vmlinux: vmlinux, version: version, config: config)
+        if stamp.isValid(key: key, outputs: [image, vmlinux, versionFile, config]) {
             return (artifacts, .cached, "\(version) at \(dir)")
         }
         var did: [String] = []
@@ -68,6 +72,9 @@ extension Provisioning {
         }
         if try ensureVmlinux(image: image, vmlinux: vmlinux, shell: shell, progress: progress) {
             did.append("extracted vmlinux")
+        }
+        if try ensureKernelConfig(version: version, config: config, shell: shell, progress: progress) {
+            did.append("fetched its config from \(kernelConfigPackage(version: version))")
         }
         try ProvisioningFiles.writeAtomically(Data((version + "\n").utf8), to: versionFile)
         try stamp.write(key: key)
@@ -139,9 +146,11 @@ extension Provisioning {
                 .trimmingCharacters(in: .whitespacesAndNewlines) ?? name
             let image = fm.fileExists(atPath: dir + "/vmlinuz") ? dir + "/vmlinuz" : nil
             let vmlinux = fm.fileExists(atPath: dir + "/vmlinux") ? dir + "/vmlinux" : nil
+            let config = dir + "/" + kernelConfigFile
             return CachedKernel(version: version.isEmpty ? name : version, directory: dir,
                                 image: image, imageBytes: image.flatMap(ProvisioningFiles.size),
                                 vmlinux: vmlinux, vmlinuxBytes: vmlinux.flatMap(ProvisioningFiles.size),
+                                config: fm.fileExists(atPath: config) ? config : nil,
                                 complete: fm.fileExists(atPath: dir + "/.stamp"))
         }
     }

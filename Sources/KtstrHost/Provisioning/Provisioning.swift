@@ -12,8 +12,11 @@ public struct KernelArtifacts: Sendable, Codable, Hashable {
     /// Uncompressed ELF with .BTF (for scheduler builds and the monitor), when known.
     public var vmlinux: String?
     public var version: String?
-    public init(image: String, vmlinux: String? = nil, version: String? = nil) {
-        self.image = image; self.vmlinux = vmlinux; self.version = version
+    /// The kernel's config (kconfig text), when known: the guest sees it at
+    /// `/boot/config-<release>`, where libbpf resolves `__kconfig` externs (`CONFIG_*`).
+    public var config: String?
+    public init(image: String, vmlinux: String? = nil, version: String? = nil, config: String? = nil) {
+        self.image = image; self.vmlinux = vmlinux; self.version = version; self.config = config
     }
 }
 
@@ -48,15 +51,16 @@ public enum Provisioning {
                 throw ProvisioningError.missing(what: "kernel \(p) does not exist", fix: "pass an existing bzImage or vmlinux")
             }
             let sibling = (p as NSString).deletingLastPathComponent + "/vmlinux"
-            return KernelArtifacts(image: p, vmlinux: exists(sibling) ? sibling : nil)
+            return KernelArtifacts(image: p, vmlinux: exists(sibling) ? sibling : nil, config: kernelConfig(nextTo: p))
         }
         let dir = "\(cacheDirectory)/kernels/\(defaultKernelVersion)"
         guard exists(dir + "/vmlinuz") else {
             throw ProvisioningError.missing(what: "no cached default kernel (\(defaultKernelVersion))",
                                             fix: "run `swift run ktstr kernel fetch` (or `swift run ktstr setup`)")
         }
+        let config = dir + "/" + kernelConfigFile
         return KernelArtifacts(image: dir + "/vmlinuz", vmlinux: exists(dir + "/vmlinux") ? dir + "/vmlinux" : nil,
-                               version: defaultKernelVersion)
+                               version: defaultKernelVersion, config: exists(config) ? config : nil)
     }
 
     /// A built test scheduler: "simple" (scx_simple) or "fault" (ktstr-fault).

@@ -42,6 +42,7 @@ public enum SchedulerRun {
         let kernel = try Provisioning.kernel(explicit: vm.kernel)
         // Before any machine: a bad file is named here, not blamed on a "kernel panic" later.
         try KernelImage.validate(path: kernel.image)
+        if kernel.config == nil { log.warning(Provisioning.missingKernelConfigAdvice(kernel)) }
         let agent = try agentPath ?? Provisioning.agentBinary()
         let decision = try BackendSelection.decide(vm.backend, settings: settings)
         log.info("backend \(decision.backend.rawValue): \(decision.why)")
@@ -56,7 +57,7 @@ public enum SchedulerRun {
                                        periodMicros: workload.periodMicros, cgroup: workload.cgroup),
             durationMillis: durationMillis, kallsyms: FailureMonitor.requiredSymbols, attachTimeoutMillis: attach,
             deadlineMillis: max(5000, Int(vm.timeoutSeconds * 1000) - 5000))
-        let image = try InitramfsAssembler(agentPath: agent, schedulerPath: sched?.path, planJSON: plan.encoded()).assemble()
+        let image = try InitramfsAssembler(agentPath: agent, schedulerPath: sched?.path, planJSON: plan.encoded(), kernel: kernel).assemble()
         log.debug("initramfs: \(image.bytes.count >> 10) KiB, \(image.files.count) files")
 
         let units = try await VMSlots.shared.acquire(vcpus: vm.cpus)
