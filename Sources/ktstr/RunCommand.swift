@@ -54,9 +54,14 @@ struct RunCommand: CLICommand {
         }
         let vm = VMConfig(cpus: cpus, memoryMiB: memory, kernel: kernel, backend: backend, timeoutSeconds: timeout)
         Progress.step("booting \(cpus) vCPUs / \(memory) MiB, scheduler \(schedName), workload \(workload.kind.rawValue)×\(workload.count) for \(duration) s")
-        let outcome = try await SchedulerRun.run(vm: vm, scheduler: scheduler, workload: workload,
+        let outcome: RunOutcome
+        do {
+            outcome = try await SchedulerRun.run(vm: vm, scheduler: scheduler, workload: workload,
                                                  duration: .milliseconds(Int(duration * 1000)),
                                                  artifactsDirectory: artifacts, log: .default)
+        } catch let e as SchedulerRun.RunError {
+            throw CLIError("\(e)", status: 1) // one line: what is wrong and the fix
+        }
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -94,7 +99,8 @@ struct RunCommand: CLICommand {
         s += "kernel        \(o.kernelRelease ?? "?")\n"
         s += "boot          \(o.bootMillis.map { "\($0) ms" } ?? "-")   wall \(o.wallMillis) ms   machine \(o.machineExit)\n"
         if let e = o.schedulerExit {
-            s += "exit          \(e.kind) (\(e.kindValue)) code \(e.code)\n"
+            s += "exit          \(e.kind) (\(e.kindValue.map(String.init) ?? "?")) code \(e.code.map(String.init) ?? "unknown")"
+                + (e.source.map { "   from \($0 == .memory ? "guest memory" : $0 == .loader ? "the loader's output" : "the kernel log")" } ?? "") + "\n"
             s += "reason        \(e.reason)\n"
             if !e.message.isEmpty { s += "message       \(e.message)\n" }
         } else {
