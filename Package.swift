@@ -47,7 +47,8 @@ let package = Package(
         .testTarget(name: "KtstrSchedExtTests", dependencies: ["KtstrSchedExt", "KtstrFixtures", "KtstrVMM"]),
         .testTarget(name: "KtstrHostTests", dependencies: ["KtstrHost"]),
         .testTarget(name: "KtstrProtocolTests", dependencies: ["KtstrProtocol"]),
-        .testTarget(name: "SchedulerTests", dependencies: ["KtstrTesting"]),
+        // Fixtures/: test schedulers (BPF C + loader), built at test time by Provisioning.buildScheduler.
+        .testTarget(name: "SchedulerTests", dependencies: ["KtstrTesting"], exclude: ["Fixtures"]),
         // The agent's parsers (exit lines, kallsyms), tested on the host.
         .testTarget(name: "KtstrGuestTests", dependencies: ["KtstrGuest"]),
     ]

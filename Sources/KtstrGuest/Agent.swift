@@ -47,12 +47,11 @@ enum Agent {
             switch startScheduler(s, attachMillis: plan.attachTimeoutMillis) {
             case let .success(pid): sched = pid
             case let .failure(why):
-                // A scheduler that enabled and failed between two polls did attach: its exit
-                // is the result, not a problem.
                 // A scheduler whose exit could be read failed as a scheduler (that is the
-                // result); only an unexplained death is a problem of the run.
+                // result, also when it enabled and failed between two polls); one that never
+                // attached and left no exit failed to load (a typed problem, with its log).
                 Console.say(why.text)
-                if !reportExit(plan: plan, status: why.status), !why.attachedBriefly { Channel.problem(why.text) }
+                reportExit(plan: plan, status: why.status, attached: why.attachedBriefly, why: why.text)
                 finish(problem: nil)
             }
         }
@@ -64,21 +63,29 @@ enum Agent {
         }
 
         // Run for the duration, watching the scheduler: stop early when it exits or detaches.
-        let end = Sys.nowMillis() + plan.durationMillis
+        let begin = Sys.nowMillis()
+        let end = begin + plan.durationMillis
         var samples = workers.map { _ in WorkerSample() }
+        var cutShort = false
         while Sys.nowMillis() < end {
             if let pid = sched, exitStatus == nil, let st = Sys.reapIfExited(pid) {
                 exitStatus = st
                 Console.say("scheduler exited during the run (\(Sys.describe(status: st)))")
+                cutShort = true
                 break
             }
             if sched != nil, schedState() != "enabled" {
                 Console.say("sched_ext state left 'enabled' during the run")
+                cutShort = true
                 break
             }
             Sys.sleepMillis(50)
         }
-        for (k, w) in workers.enumerated() { samples[k] = Workload.sample(w.pid) }
+        let stoppedAt = Sys.nowMillis()
+        for (k, w) in workers.enumerated() { samples[k] = Workload.sample(w) }
+        if cutShort, !workers.isEmpty {
+            Channel.problem("\(seconds(stoppedAt - begin)) s of the planned \(seconds(plan.durationMillis)) s", kind: .workloadCutShort)
+        }
         if let cg = plan.workload.cgroup {
             // Workers move themselves; check they got there (cgroup v2: "0::/<path>").
             let outside = workers.filter { w in
@@ -150,10 +157,18 @@ enum Agent {
         return Sys.waitFor(pid, millis: 5000)
     }
 
+    /// "1.23": milliseconds as seconds with two decimals.
+    static func seconds(_ ms: Int) -> String {
+        let cs = max(0, ms) / 10
+        let frac = cs % 100
+        return "\(cs / 100).\(frac < 10 ? "0" : "")\(frac)"
+    }
+
     /// Sends `sched_exit` (from the loader's output, else the kernel log) and the log tail;
-    /// false when no exit information was found.
+    /// false when no exit information was found. Then a typed problem says why: the scheduler
+    /// never attached (`why`: the agent's account) or attached and left no trace of its exit.
     @discardableResult
-    static func reportExit(plan: RunPlan, status: Int32?) -> Bool {
+    static func reportExit(plan: RunPlan, status: Int32?, attached: Bool = true, why: String? = nil) -> Bool {
         // The kernel disables asynchronously after the loader goes away: give it a moment.
         let until = Sys.nowMillis() + 3000
         while Sys.nowMillis() < until, schedState() != "disabled", schedState() != "missing" { Sys.sleepMillis(20) }
@@ -165,8 +180,11 @@ enum Agent {
         if var i = info, i.message.isEmpty, let k = kernel, k.kind == i.kind { i.message = k.message; info = i }
         if let info {
             Channel.send(info.agentMessage)
+        } else if attached {
+            Channel.problem("no exit information from the scheduler (\(status.map { Sys.describe(status: $0) } ?? "still running"))",
+                            kind: .noExitInformation)
         } else {
-            Channel.problem("no exit information from the scheduler (\(status.map { Sys.describe(status: $0) } ?? "still running"))")
+            Channel.problem(why ?? "the scheduler never attached", kind: .schedulerFailedToLoad)
         }
         let tail = String(log.utf8.suffix(16 * 1024)) ?? ""
         Channel.send(.log(stream: "scheduler", text: tail))

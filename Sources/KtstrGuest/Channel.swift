@@ -32,9 +32,9 @@ enum Channel {
         }
     }
 
-    static func problem(_ message: String) {
-        Console.say("problem: \(message)")
-        send(.problem(message))
+    static func problem(_ message: String, kind: AgentProblemKind? = nil) {
+        Console.say("problem\(kind.map { " (\($0.rawValue))" } ?? ""): \(message)")
+        send(.problem(message, kind: kind))
     }
 }
 

@@ -6,25 +6,22 @@ import KtstrProtocol
 @dynamicMemberLookup
 struct ExitInfo {
     var exit: SchedulerExit
-    /// Where it came from: `loader` (the scheduler's output) or `kmsg`.
-    var source: String
-
     subscript<T>(dynamicMember path: WritableKeyPath<SchedulerExit, T>) -> T {
         get { exit[keyPath: path] }
         set { exit[keyPath: path] = newValue }
     }
 
     /// The `sched_exit` message that reports it.
-    var agentMessage: AgentMessage { .schedulerExit(exit, source: source) }
+    var agentMessage: AgentMessage { .schedulerExit(exit) }
 
-    init(kind: ExitKind, kindValue: Int, code: Int64 = 0, reason: String, message: String, source: String) {
-        exit = SchedulerExit(kind: kind, kindValue: kindValue, code: code, reason: reason, message: message)
-        self.source = source
+    /// `code` nil: the text carried none (unknown, not 0).
+    init(kind: ExitKind, kindValue: Int?, code: Int64?, reason: String, message: String, source: ExitSource) {
+        exit = SchedulerExit(kind: kind, kindValue: kindValue, code: code, reason: reason, message: message, source: source)
     }
 
     /// A value the kernel's table does not name reads as `kind_<value>`.
     static func kindName(_ value: Int) -> ExitKind { ExitKind(value: value) ?? ExitKind("kind_\(value)") }
-    static func kindValue(_ kind: ExitKind) -> Int { kind.value ?? -1 }
+    static func kindValue(_ kind: ExitKind) -> Int? { kind.value }
     /// Text that is not one of `scx_exit_reason()`'s strings reads as `unknown`.
     static func kindForReason(_ reason: String) -> ExitKind { ExitKind(kernelReason: reason) ?? "unknown" }
 
@@ -34,10 +31,10 @@ struct ExitInfo {
             guard let r = line.find("KTSTR_EXIT ") else { continue }
             let rest = line[r.upperBound...]
             guard let kindStr = value(of: "kind=", in: rest, until: " "), let kind = Int(kindStr) else { continue }
-            let code = value(of: "code=", in: rest, until: " ").flatMap { Int64($0) } ?? 0
+            let code = value(of: "code=", in: rest, until: " ").flatMap { Int64($0) }
             let reason = value(of: "reason=", in: rest, until: "  msg=") ?? value(of: "reason=", in: rest, until: nil) ?? ""
             let msg = rest.find("  msg=").map { String(rest[$0.upperBound...]) } ?? ""
-            return ExitInfo(kind: kindName(kind), kindValue: kind, code: code, reason: reason, message: msg, source: "loader")
+            return ExitInfo(kind: kindName(kind), kindValue: kind, code: code, reason: reason, message: msg, source: .loader)
         }
         return nil
     }
@@ -61,7 +58,7 @@ struct ExitInfo {
                 msg = String(body[open.upperBound...].dropLast())
             }
             let kind = kindForReason(reason)
-            return ExitInfo(kind: kind, kindValue: kindValue(kind), code: 0, reason: reason, message: msg, source: "loader")
+            return ExitInfo(kind: kind, kindValue: kindValue(kind), code: nil, reason: reason, message: msg, source: .loader)
         }
         return nil
     }
@@ -81,7 +78,7 @@ struct ExitInfo {
                 msg = String(lines[i + 1][m.upperBound...])
             }
             let kind = kindForReason(reason)
-            return ExitInfo(kind: kind, kindValue: kindValue(kind), code: 0, reason: reason, message: msg, source: "kmsg")
+            return ExitInfo(kind: kind, kindValue: kindValue(kind), code: nil, reason: reason, message: msg, source: .kernelLog)
         }
         return nil
     }

@@ -46,8 +46,20 @@ enum Workload {
         return .success(workers)
     }
 
-    /// schedstat (cpu ns, wait ns, runs) and `stat` field 39 (last CPU) of a live worker.
-    static func sample(_ pid: pid_t) -> WorkerSample {
+    /// CLOCK_MONOTONIC in nanoseconds (the clock workers stamp their progress with).
+    static func nowNanos() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// schedstat (cpu ns, wait ns, runs) and `stat` fields 3 (state) and 39 (last CPU) of a
+    /// live worker. schedstat's run_delay grows only when the task next runs, so a worker
+    /// that is runnable (`R`) and has made no progress since its last stamp is waiting now:
+    /// that wait in progress is added (for kinds that block, it may include up to one
+    /// sleep — the worker stamps when it wakes and runs, not when it is woken).
+    static func sample(_ w: Worker) -> WorkerSample {
+        let pid = w.pid
         var s = WorkerSample()
         if let t = Sys.readText("/proc/\(pid)/schedstat", limit: 256) {
             let f = t.split(whereSeparator: { $0 == " " || $0 == "\n" })
@@ -60,8 +72,18 @@ enum Workload {
             let rest = t[t.index(after: close)...].split(separator: " ")
             // rest[0] is field 3 (state); field 39 (processor) is rest[36].
             if rest.count > 36 { s.lastCPU = Int(rest[36]) }
+            if rest.first == "R", let stamp = progressStamp(w), stamp > 0 {
+                let now = nowNanos()
+                if now > stamp { s.waitNanos &+= now - stamp }
+            }
         }
         return s
+    }
+
+    /// The worker's last progress stamp (CLOCK_MONOTONIC_COARSE ns, word 1 of its counter file).
+    static func progressStamp(_ w: Worker) -> UInt64? {
+        guard let b = Sys.read(w.counterPath, limit: 16), b.count == 16 else { return nil }
+        return b[8..<16].enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
     }
 
     static func stop(_ workers: [Worker]) {
@@ -84,10 +106,18 @@ enum WorkerMain {
         if !args[4].isEmpty { Sys.write(args[4] + "/cgroup.procs", "0") }
 
         let fd = open("/tmp/ktstr-w\(index).count", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0, ftruncate(fd, 8) == 0,
-              let map = mmap(nil, 8, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), map != MAP_FAILED else { _exit(3) }
-        let counter = map.bindMemory(to: UInt64.self, capacity: 1)
+        // Word 0: work units done; word 1: when the worker last made progress (ns).
+        guard fd >= 0, ftruncate(fd, 16) == 0,
+              let map = mmap(nil, 16, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), map != MAP_FAILED else { _exit(3) }
+        let counter = map.bindMemory(to: UInt64.self, capacity: 2)
+        let progress = counter + 1
         counter.pointee = 0
+        func stamp() {
+            var ts = timespec()
+            clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+            progress.pointee = UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+        }
+        stamp()
 
         switch WorkloadKind(rawValue: args[1]) ?? .idle {
         case .spinners:
@@ -99,10 +129,12 @@ enum WorkerMain {
                 // it keeps it in a register of this never-ending loop) and keeps `x` live.
                 var ts = timespec()
                 clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+                progress.pointee = UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
             }
         case .sleepers:
             while true {
                 usleep(useconds_t(period))
+                stamp()
                 counter.pointee &+= 1
             }
         case .pingPong:
@@ -119,6 +151,7 @@ enum WorkerMain {
             if first { _ = write(wfd2, &b, 1) }
             while true {
                 guard read(rfd, &b, 1) == 1 else { _exit(0) }
+                stamp()
                 counter.pointee &+= 1
                 guard write(wfd2, &b, 1) == 1 else { _exit(0) }
             }
@@ -129,6 +162,7 @@ enum WorkerMain {
                 if child > 0 {
                     var st: Int32 = 0
                     waitpid(child, &st, 0)
+                    stamp()
                     counter.pointee &+= 1
                 } else {
                     usleep(1000)

@@ -11,14 +11,13 @@ import KtstrProtocol
 public enum KernelCapabilities {
     private static let schedExtCache = Mutex<[String: Bool]>([:])
 
-    /// Whether a vmlinux's BTF names sched_ext's ops (CONFIG_SCHED_CLASS_EXT). Scans the
-    /// file once per path; an unreadable file counts as "yes" (the run itself will tell).
+    /// Whether a vmlinux's BTF describes sched_ext (CONFIG_SCHED_CLASS_EXT: `struct scx_sched`
+    /// or `struct sched_ext_ops`). Parsed once per path (the monitor shares the parsed BTF);
+    /// a file whose BTF cannot be read counts as "yes" (the run itself will tell).
     public static func hasSchedExt(vmlinux: String) -> Bool {
         if let known = schedExtCache.withLock({ $0[vmlinux] }) { return known }
-        var found = true
-        if let data = FileManager.default.contents(atPath: vmlinux) {
-            found = data.range(of: Data("sched_ext_ops".utf8)) != nil
-        }
+        let found: Bool
+        do { found = try SchedExtSupport.present(vmlinux: vmlinux) } catch { found = true }
         schedExtCache.withLock { $0[vmlinux] = found }
         return found
     }

@@ -5,10 +5,12 @@ public enum AgentMessage: Sendable, Equatable {
     case hello(release: String, cpus: Int, kallsyms: [String: UInt64])
     case schedulerStarted(pid: Int)
     case schedulerEnabled(millis: Int)
-    case schedulerExit(SchedulerExit, source: String)
+    /// The exit as the agent could read it; `exit.source` is `loader` or `kmsg`.
+    case schedulerExit(SchedulerExit)
     case workers([WorkerStats])
     case log(stream: String, text: String)
-    case problem(String)
+    /// Something that went wrong; `kind` says what, for the host to decide on (never the text).
+    case problem(String, kind: AgentProblemKind? = nil)
     case done
     /// A well-formed message of a type this host does not know (newer agent).
     case unknown(type: String)
@@ -43,9 +45,10 @@ public enum AgentMessage: Sendable, Equatable {
         case .schedEnabled: return .schedulerEnabled(millis: obj["millis"]?.int ?? 0)
         case .schedExit:
             let kind = ExitKind(str("kind"))
-            let exit = SchedulerExit(kind: kind, kindValue: obj["kindValue"]?.int ?? kind.value ?? -1,
-                                     code: obj["code"]?.int64 ?? 0, reason: str("reason"), message: str("message"))
-            return .schedulerExit(exit, source: str("source"))
+            let exit = SchedulerExit(kind: kind, kindValue: obj["kindValue"]?.int ?? kind.value,
+                                     code: obj["code"]?.int64, reason: str("reason"), message: str("message"),
+                                     source: ExitSource(rawValue: str("source")))
+            return .schedulerExit(exit)
         case .workers:
             let list = (obj["workers"]?.array ?? []).filter { $0.object != nil }.prefix(maxWorkers)
             return .workers(list.map { w in
@@ -54,7 +57,7 @@ public enum AgentMessage: Sendable, Equatable {
                             iterations: w["iterations"]?.uint64 ?? 0, lastCPU: w["lastCPU"]?.int)
             })
         case .log: return .log(stream: str("stream"), text: str("text"))
-        case .problem: return .problem(str("message"))
+        case .problem: return .problem(str("message"), kind: AgentProblemKind(rawValue: str("kind")))
         case .done: return .done
         case nil: return .unknown(type: type)
         }
@@ -70,10 +73,11 @@ public enum AgentMessage: Sendable, Equatable {
             (type, fields) = (Tag.hello.rawValue, [("release", .string(release)), ("cpus", .int(cpus)), ("kallsyms", .object(syms))])
         case let .schedulerStarted(pid): (type, fields) = (Tag.schedStarted.rawValue, [("pid", .int(pid))])
         case let .schedulerEnabled(millis): (type, fields) = (Tag.schedEnabled.rawValue, [("millis", .int(millis))])
-        case let .schedulerExit(e, source):
+        case let .schedulerExit(e):
             (type, fields) = (Tag.schedExit.rawValue, [
-                ("kind", .string(e.kind.name)), ("kindValue", .int(e.kindValue)), ("code", .number(Double(e.code))),
-                ("reason", .string(e.reason)), ("message", .string(e.message)), ("source", .string(source)),
+                ("kind", .string(e.kind.name)), ("kindValue", e.kindValue.map(JSON.int) ?? .null),
+                ("code", e.code.map { JSON.number(Double($0)) } ?? .null),
+                ("reason", .string(e.reason)), ("message", .string(e.message)), ("source", .string(e.source?.rawValue ?? "")),
             ])
         case let .workers(list):
             (type, fields) = (Tag.workers.rawValue, [("workers", .array(list.map { w in
@@ -82,7 +86,8 @@ public enum AgentMessage: Sendable, Equatable {
                          ("lastCPU", w.lastCPU.map(JSON.int) ?? .null)])
             }))])
         case let .log(stream, text): (type, fields) = (Tag.log.rawValue, [("stream", .string(stream)), ("text", .string(text))])
-        case let .problem(message): (type, fields) = (Tag.problem.rawValue, [("message", .string(message))])
+        case let .problem(message, kind):
+            (type, fields) = (Tag.problem.rawValue, [("message", .string(message))] + (kind.map { [("kind", JSON.string($0.rawValue))] } ?? []))
         case .done: (type, fields) = (Tag.done.rawValue, [])
         case let .unknown(t): (type, fields) = (t, [])
         }
@@ -91,4 +96,16 @@ public enum AgentMessage: Sendable, Equatable {
 
     /// One channel line: `@ktstr {json}\n`.
     public func line(extra: [(String, JSON)] = []) -> String { Self.prefix + json(extra: extra).encoded() + "\n" }
+}
+
+/// What a `problem` is about, when the agent knows (absent: a problem of the run in general).
+public enum AgentProblemKind: String, Sendable, Equatable, CaseIterable {
+    /// The scheduler never attached: it died, failed to load or did not attach in time
+    /// (message: the agent's account; the scheduler's log follows in `log`).
+    case schedulerFailedToLoad = "scheduler_failed_to_load"
+    /// The scheduler exited before the planned duration and the workload was stopped
+    /// (message: "<ran> s of the planned <planned> s").
+    case workloadCutShort = "workload_cut_short"
+    /// The scheduler attached, and neither its output nor the kernel log said how it exited.
+    case noExitInformation = "no_exit_information"
 }

@@ -10,13 +10,15 @@ extension RunOutcome {
         guard let e = schedulerExit else {
             return "the scheduler never reported an exit" + (problems.isEmpty ? "" : " (\(problems.map(\.description).joined(separator: "; ")))")
         }
-        var s = "exit kind \(e.kind) (\(e.kindValue)), code \(e.code), reason \"\(e.reason)\""
+        var s = "exit kind \(e.kind) (\(e.kindValue.map(String.init) ?? "value unknown")), code \(e.code.map(String.init) ?? "unknown"), reason \"\(e.reason)\""
         if !e.message.isEmpty { s += ", message \"\(e.message)\"" }
+        if let src = e.source { s += " (from \(src.rawValue))" }
+        if !problems.isEmpty { s += "; problems: \(problems.map(\.description).joined(separator: "; "))" }
         return s
     }
 
     /// The scheduler exited with `kind` (and, when given, a message containing the text and
-    /// the exit code).
+    /// the exit code; an exit whose code is unknown does not match a code).
     public func expectSchedulerExit(_ kind: ExitKind, messageContains text: String? = nil, code: Int64? = nil,
                                     sourceLocation: SourceLocation = #_sourceLocation) {
         guard let e = schedulerExit else {
@@ -35,20 +37,23 @@ extension RunOutcome {
     }
 
     /// The scheduler did not end with an error-class kind (≥ SCX_EXIT_ERROR), and the run had
-    /// no infrastructure problems.
+    /// no problems (whether or not an exit was reported).
     public func expectNoSchedulerError(sourceLocation: SourceLocation = #_sourceLocation) {
         if let e = schedulerExit, e.isError {
             Issue.record("scheduler failed: \(exitSummary)", sourceLocation: sourceLocation)
         }
-        if schedulerExit == nil && !problems.isEmpty {
+        if !problems.isEmpty {
             Issue.record("run had problems: \(problems.map(\.description).joined(separator: "; "))", sourceLocation: sourceLocation)
         }
     }
 
-    /// Every workload worker got CPU time.
+    /// Every worker the workload asked for was reported, and each got CPU time.
     public func expectAllWorkersRan(sourceLocation: SourceLocation = #_sourceLocation) {
+        if let requested = requestedWorkers, workers.count != requested {
+            Issue.record("\(workers.count) of the \(requested) requested workers reported (\(exitSummary))", sourceLocation: sourceLocation)
+        }
         if workers.isEmpty {
-            Issue.record("no workers reported (\(exitSummary))", sourceLocation: sourceLocation)
+            if requestedWorkers != 0 { Issue.record("no workers reported (\(exitSummary))", sourceLocation: sourceLocation) }
             return
         }
         let starved = workers.filter { $0.cpuNanos == 0 || $0.runs == 0 }

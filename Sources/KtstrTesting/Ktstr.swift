@@ -51,6 +51,7 @@ public enum Ktstr {
     /// written under `.build/ktstr/<test>/run<N>/` (by SchedulerRun, once) and attached to the test if it fails.
     ///
     /// Throws only for infrastructure failures (no kernel, qemu died before the guest spoke);
+    /// a kernel without sched_ext, when a scheduler is requested, skips the test with the reason;
     /// a scheduler that errors is a normal outcome to assert on.
     /// `topology` overrides the trait's for this run (for tests parameterized over topologies).
     public static func run(scheduler: SchedulerSpec, workload: WorkloadSpec = .spinners(2),
@@ -59,8 +60,15 @@ public enum Ktstr {
         var vm = context.vm
         if let topology { vm.topology = topology }
         let runDir = context.artifactsDirectory + "/run\(context.runs.count + 1)"
-        let outcome = try await SchedulerRun.run(vm: vm, scheduler: scheduler, workload: workload,
+        let outcome: RunOutcome
+        do {
+            outcome = try await SchedulerRun.run(vm: vm, scheduler: scheduler, workload: workload,
                                                  duration: duration, artifactsDirectory: runDir, log: .default)
+        } catch let e as SchedulerRun.RunError {
+            // A kernel without sched_ext cannot run a scheduler test: a skip with the reason.
+            guard case .kernelWithoutSchedExt = e, Test.current != nil else { throw e }
+            try Test.cancel(Comment(rawValue: e.description))
+        }
         _ = context.record(outcome)
         return outcome
     }

@@ -10,8 +10,8 @@ public enum KtstrAvailability {
     public static func unavailableReason(for config: VMConfig) -> String? {
         let kernel: KernelArtifacts
         do { kernel = try Provisioning.kernel(explicit: config.kernel) } catch { return "\(error)" }
-        if let vmlinux = kernel.vmlinux, !KernelCapabilities.hasSchedExt(vmlinux: vmlinux) {
-            return "kernel \(kernel.image) has no sched_ext (CONFIG_SCHED_CLASS_EXT) — use a kernel built with it"
+        do { try SchedulerRun.requireSchedExt(vmlinux: kernel.vmlinux, kernel: kernel.image, schedulerRequested: true) } catch {
+            return "\(error)"
         }
         do { _ = try Provisioning.agentBinary() } catch { return "\(error)" }
         let decision: BackendSelection.Decision

@@ -67,6 +67,8 @@ struct RunCommand: CLICommand {
             }
         } catch let i as Interruption.Interrupted {
             throw CLIError("interrupted by \(i.name) before the VM started; nothing is left running", status: i.status)
+        } catch let e as SchedulerRun.RunError {
+            throw CLIError("\(e)", status: 1) // one line: what is wrong and the fix
         }
         let outcome = run.value
         if let sig = run.signal {
@@ -119,7 +121,8 @@ struct RunCommand: CLICommand {
         s += "kernel        \(o.kernelRelease ?? "?")\n"
         s += "boot          \(o.bootMillis.map { "\($0) ms" } ?? "-")   wall \(o.wallMillis) ms   machine \(o.machineExit)\n"
         if let e = o.schedulerExit {
-            s += "exit          \(e.kind) (\(e.kindValue)) code \(e.code)\n"
+            s += "exit          \(e.kind) (\(e.kindValue.map(String.init) ?? "?")) code \(e.code.map(String.init) ?? "unknown")"
+                + (e.source.map { "   from \($0 == .memory ? "guest memory" : $0 == .loader ? "the loader's output" : "the kernel log")" } ?? "") + "\n"
             s += "reason        \(e.reason)\n"
             if !e.message.isEmpty { s += "message       \(e.message)\n" }
         } else {

@@ -24,6 +24,8 @@ import Testing
         #expect(e.message == "scheduler[100] failed to run for 4.388s")
         let plain = try #require(ExitInfo.fromUEILine("EXIT: unregistered from user space"))
         #expect(plain.kind == "unreg" && plain.message.isEmpty)
+        // UEI_REPORT prints no exit code: unknown, not 0.
+        #expect(plain.code == nil && plain.source == .loader)
         // A message that itself contains parentheses stays whole.
         let nested = try #require(ExitInfo.fromUEILine("EXIT: scx_bpf_error (f(x) failed (code 3))"))
         #expect(nested.reason == "scx_bpf_error" && nested.message == "f(x) failed (code 3)")
@@ -35,9 +37,9 @@ import Testing
                      "sched_ext: BPF scheduler \"ktstr_fault\" disabled (runtime error)",
                      "sched_ext: ktstr_fault: invalid DSQ ID 0x1234"]
         let e = try #require(ExitInfo.fromKernelLog(lines))
-        #expect(e.kind == "error" && e.kindValue == 1024 && e.message == "invalid DSQ ID 0x1234" && e.source == "kmsg")
+        #expect(e.kind == "error" && e.kindValue == 1024 && e.message == "invalid DSQ ID 0x1234" && e.source == .kernelLog && e.code == nil)
         let unknown = try #require(ExitInfo.fromKernelLog(["sched_ext: BPF scheduler \"x\" disabled (something new)"]))
-        #expect(unknown.kind == "unknown" && unknown.kindValue == -1)
+        #expect(unknown.kind == "unknown" && unknown.kindValue == nil)
         #expect(ExitInfo.fromKernelLog(["sched_ext: BPF scheduler \"x"]) == nil)
     }
 

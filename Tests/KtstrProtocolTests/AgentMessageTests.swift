@@ -6,7 +6,10 @@ import Testing
         let hello = AgentMessage.parse(#"@ktstr {"type":"hello","release":"7.3.4","cpus":2,"kallsyms":{"scx_root":"ffffffff83a1b2c0","bad":"xyz"}}"#)
         #expect(hello == .hello(release: "7.3.4", cpus: 2, kallsyms: ["scx_root": 0xffff_ffff_83a1_b2c0]))
         let exit = AgentMessage.parse(#"@ktstr {"type":"sched_exit","kind":"error_bpf","kindValue":1025,"code":0,"reason":"scx_bpf_error","message":"boom","source":"loader"}"#)
-        #expect(exit == .schedulerExit(SchedulerExit(kind: .errorBPF, kindValue: 1025, code: 0, reason: "scx_bpf_error", message: "boom"), source: "loader"))
+        #expect(exit == .schedulerExit(SchedulerExit(kind: .errorBPF, kindValue: 1025, code: 0, reason: "scx_bpf_error", message: "boom", source: .loader)))
+        // A code the sender did not have is null (unknown), not 0.
+        let uei = AgentMessage.parse(#"@ktstr {"type":"sched_exit","kind":"unreg_bpf","kindValue":65,"code":null,"reason":"unregistered from BPF","message":"bye","source":"kmsg"}"#)
+        #expect(uei == .schedulerExit(SchedulerExit(kind: .unregBPF, kindValue: 65, code: nil, reason: "unregistered from BPF", message: "bye", source: .kernelLog)))
         let w = AgentMessage.parse(#"@ktstr {"type":"workers","workers":[{"index":0,"pid":60,"cpuNanos":1,"waitNanos":2,"runs":3,"iterations":4,"lastCPU":1},{"index":1,"pid":61,"cpuNanos":-5,"waitNanos":2,"runs":3,"iterations":4,"lastCPU":null}]}"#)
         #expect(w == .workers([WorkerStats(index: 0, pid: 60, cpuNanos: 1, waitNanos: 2, runs: 3, iterations: 4, lastCPU: 1),
                                WorkerStats(index: 1, pid: 61, cpuNanos: 0, waitNanos: 2, runs: 3, iterations: 4, lastCPU: nil)]))
@@ -42,12 +45,16 @@ import Testing
         .schedulerStarted(pid: 57),
         .schedulerEnabled(millis: 412),
         .schedulerExit(SchedulerExit(kind: .errorStall, kindValue: 1026, code: -3, reason: "runnable task stall",
-                                     message: "stalled \"x\"\n\u{1}ü"), source: "kmsg"),
+                                     message: "stalled \"x\"\n\u{1}ü", source: .kernelLog)),
+        .schedulerExit(SchedulerExit(kind: "kind_77", kindValue: nil, code: nil, reason: "", message: "", source: .loader)),
         .workers([WorkerStats(index: 0, pid: 60, cpuNanos: 1 << 40, waitNanos: 2, runs: 3, iterations: 4, lastCPU: 1),
                   WorkerStats(index: 1, pid: 61, cpuNanos: 0, waitNanos: 0, runs: 0, iterations: 0, lastCPU: nil)]),
         .workers([]),
         .log(stream: "scheduler", text: "line 1\nline 2\t\\"),
-        .problem("scheduler died before attaching"),
+        .problem("agent deadline passed"),
+        .problem("scheduler died before attaching (exit 1)", kind: .schedulerFailedToLoad),
+        .problem("1.20 s of the planned 3.00 s", kind: .workloadCutShort),
+        .problem("no exit information from the scheduler", kind: .noExitInformation),
         .done,
         .unknown(type: "newer_thing"),
     ]
@@ -65,6 +72,8 @@ import Testing
         let m = AgentMessage.parse(#"@ktstr {"type":"workers","workers":[{"cpuNanos":1e300,"runs":"7","lastCPU":1e300},3]}"#)
         #expect(m == .workers([WorkerStats(index: 0, pid: 0, cpuNanos: 0, waitNanos: 0, runs: 0, iterations: 0, lastCPU: nil)]))
         let e = AgentMessage.parse(#"@ktstr {"type":"sched_exit","kind":"error_reenq","code":1e300}"#)
-        #expect(e == .schedulerExit(SchedulerExit(kind: .errorReenq, kindValue: 1027, code: 0), source: ""))
+        #expect(e == .schedulerExit(SchedulerExit(kind: .errorReenq, kindValue: 1027, code: nil, source: nil)))
+        // A problem kind this host does not know is a plain problem.
+        #expect(AgentMessage.parse(#"@ktstr {"type":"problem","kind":"newer_kind","message":"m"}"#) == .problem("m"))
     }
 }

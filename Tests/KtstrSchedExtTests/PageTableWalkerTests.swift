@@ -110,7 +110,7 @@ import Testing
         #expect(try space.read(UInt64.self, at: pob + 0x3000 + Self.idx(va["2m"]!, 2) * 8) == 0x0200_0000 | 0x83)
     }
 
-    @Test func imageRangeFollowsTheSymbols() {
+    @Test func imageRangeFollowsTheSymbols() throws {
         let start = KernelAddressSpace.startKernelMap
         #expect(KernelAddressSpace.imageRange(symbols: ["_text": start + 0x100_0000, "_end": start + 0x400_0000]) == (start + 0x100_0000)..<(start + 0x400_0000))
         // No _text/_end: the 512 MiB default, widened for a KASLR kernel high in the map.
@@ -118,12 +118,10 @@ import Testing
         let high = KernelAddressSpace.imageRange(symbols: ["scx_root": start + (900 << 20)])
         #expect(high.contains(start + (900 << 20)) && high.upperBound <= start + (1 << 30))
         // Module/BPF JIT space is never translated as image.
-        let mem = try? GuestMemory.anonymous(layout: [(0, 1 << 20)])
-        if let mem {
-            let s = KernelAddressSpace(memory: mem, physBase: 0, pageOffsetBase: nil, walker: nil,
-                                       imageRange: KernelAddressSpace.imageRange(symbols: ["_text": start + 0x100_0000, "_end": start + 0x400_0000]))
-            #expect(s.imageGPA(0xFFFF_FFFF_C000_0000) == nil && s.imageGPA(start + 0x200_0000) == 0x200_0000)
-        }
+        let mem = try GuestMemory.anonymous(layout: [(0, 1 << 20)])
+        let s = KernelAddressSpace(memory: mem, physBase: 0, pageOffsetBase: nil, walker: nil,
+                                   imageRange: KernelAddressSpace.imageRange(symbols: ["_text": start + 0x100_0000, "_end": start + 0x400_0000]))
+        #expect(s.imageGPA(0xFFFF_FFFF_C000_0000) == nil && s.imageGPA(start + 0x200_0000) == 0x200_0000)
     }
 
     @Test func physBaseIsDiscoveredAndValidated() throws {

@@ -39,7 +39,7 @@ struct SyntheticGuest {
         let pvoid = b.type("", kind: 2, sizeOrType: void)
         func arr(_ t: UInt32, _ n: UInt32) -> UInt32 { b.type("", kind: 3, sizeOrType: 0, extra: [t, u32, n]) }
         let c16 = arr(chr, 16), c128 = arr(chr, 128), c0 = arr(chr, 0), slots = arr(pvoid, 64)
-        let ek = b.enumeration("scx_exit_kind", [("SCX_EXIT_NONE", 0), ("SCX_EXIT_DONE", 1), ("SCX_EXIT_ERROR", 1024),
+        let ek = b.enumeration("scx_exit_kind", [("SCX_EXIT_NONE", 0), ("SCX_EXIT_DONE", 1), ("SCX_EXIT_UNREG", 64), ("SCX_EXIT_UNREG_BPF", 65), ("SCX_EXIT_ERROR", 1024),
                                                  ("SCX_EXIT_ERROR_BPF", 1025), ("SCX_EXIT_ERROR_STALL", 1026), ("SCX_EXIT_ERROR_RESCUE", 1028)])
         _ = b.enumeration("scx_exit_flags", [("SCX_EFLAG_INITIALIZED", 1)])
         _ = b.enumeration("bpf_map_type", [("BPF_MAP_TYPE_UNSPEC", 0), ("BPF_MAP_TYPE_HASH", 1), ("BPF_MAP_TYPE_ARRAY", 2), ("BPF_MAP_TYPE_PERCPU_ARRAY", 6)])

@@ -183,6 +183,11 @@ struct TeardownTests {
             // Warm up once: the first machine installs the signal handler, loads Foundation bits.
             _ = try? TinyGuestDemo.run(log: .silent)
             let before = (fds(), threads())
+            // Unreadable /proc counts would compare equal (-1 == -1): fail, do not pass silently.
+            guard before.0 >= 0, before.1 >= 0 else {
+                FileHandle.standardError.write(Data("cannot count fds/threads: /proc/self/fd or /proc/self/status unreadable\n".utf8))
+                exit(5)
+            }
             for i in 0..<10 {
                 guard let m = try? TinyGuestMachine(payload: TinyGuestPayloads.counterLoop, mode: .long, vcpus: 2, log: .silent) else { exit(2) }
                 guard (try? m.start()) != nil else { exit(3) }
@@ -197,7 +202,7 @@ struct TeardownTests {
             // Every machine has 2 vCPU threads: a leak shows as +2 per machine or more. The
             // test harness's own cooperative pool may still grow by up to its width (nproc).
             let poolSlack = ProcessInfo.processInfo.activeProcessorCount
-            if after.0 != before.0 || after.1 > before.1 + poolSlack {
+            if after.0 != before.0 || after.1 < 0 || after.1 > before.1 + poolSlack {
                 FileHandle.standardError.write(Data("leak: fds/threads before \(before) after \(after)\n".utf8))
                 exit(1)
             }

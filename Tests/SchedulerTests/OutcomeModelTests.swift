@@ -41,6 +41,27 @@ import KtstrTesting
         #expect(first["kind"] as? String == "guest_never_said_hello" && first["message"] as? String == problems[0].description)
     }
 
+    /// The helpers check what they say: fewer workers than asked for fail, and so does a
+    /// problem next to a clean exit.
+    @Test func expectationHelpersCheckWhatTheySay() {
+        let w = WorkerStats(index: 0, pid: 9, cpuNanos: 5, waitNanos: 0, runs: 1, iterations: 3)
+        let clean = SchedulerExit(kind: .unreg, kindValue: 64, code: 0, reason: "unregistered from user space", source: .memory)
+        let short = RunOutcome(backend: .qemuTCG, wallMillis: 1, schedulerExit: clean, workers: [w], requestedWorkers: 2)
+        withKnownIssue { short.expectAllWorkersRan() }
+        var full = short
+        full.requestedWorkers = 1
+        full.expectAllWorkersRan()
+        full.expectNoSchedulerError()
+        var troubled = full
+        troubled.problems = [RunProblem(.workloadCutShort, "1.00 s of the planned 3.00 s")]
+        withKnownIssue { troubled.expectNoSchedulerError() }
+        // An unknown code never matches an expected one.
+        var unknownCode = full
+        unknownCode.schedulerExit?.code = nil
+        withKnownIssue { unknownCode.expectSchedulerExit(.unreg, code: 0) }
+        #expect(unknownCode.exitSummary.contains("code unknown"))
+    }
+
     @Test func unhandledAccessesTravelInTheOutcome() throws {
         var u = UnhandledAccesses()
         u.recordPort(0x510, isWrite: true, count: 3)

@@ -105,6 +105,12 @@ struct SchedulerFailures {
         let seen = dump.cpus.contains { cpu in cpu.currentPID == pid || (cpu.runnable ?? []).contains { $0.pid == pid } }
         #expect(seen, "cpus: \(dump.cpus)")
         #expect(dump.global("ktstr_knob_stall_pid_every")?.integer == 2)
+        // The fault scheduler starves every second pid: one worker made (almost) no progress.
+        // Its wait includes the wait in progress (run_delay alone grows only once it runs
+        // again): at least most of the 3 s watchdog timeout.
+        let starved = try #require(outcome.workers.min { $0.iterations < $1.iterations }, "no workers: \(outcome.problems)")
+        #expect(starved.waitNanos >= 2_000_000_000, "starved worker: \(starved)")
+        #expect(outcome.problems.map(\.kind) == [.workloadCutShort], "\(outcome.problems)")
     }
 
     /// `scx_bpf_exit(code)` is a clean, BPF-initiated unregistration: `unreg_bpf` with the
@@ -114,6 +120,23 @@ struct SchedulerFailures {
         outcome.expectSchedulerExit(.unregBPF, code: 7)
         #expect(outcome.schedulerExit?.isError == false)
         #expect(outcome.failureDump == nil)
+        #expect(outcome.schedulerExit?.source == .memory, "exit read from \(String(describing: outcome.schedulerExit?.source))")
+    }
+
+    /// A scheduler that is not ours (its loader reports through the kernel's
+    /// user_exit_info.h, which prints no code) exits with `scx_bpf_exit(42, "bye")`: the code
+    /// comes from the kernel's exit record in guest memory. The workload stopped early, and
+    /// the outcome says so.
+    @Test func foreignSchedulersExitCodeComesFromGuestMemory() async throws {
+        let outcome = try await Ktstr.run(scheduler: try fixtureScheduler("scx_bye", "-n", "50", "-c", "42"),
+                                          workload: .spinners(2), duration: .seconds(5))
+        outcome.expectSchedulerExit(.unregBPF, messageContains: "bye", code: 42)
+        let exit = try #require(outcome.schedulerExit)
+        #expect(exit.kind == .unregBPF && exit.code == 42 && exit.message == "bye" && exit.source == .memory, "\(exit)")
+        #expect(outcome.failureDump == nil)
+        // The loader printed only "EXIT: unregistered from BPF (bye)": no code in the log.
+        #expect(outcome.schedulerLog?.contains("EXIT: unregistered from BPF (bye)") == true, "log: \(outcome.schedulerLog ?? "nil")")
+        #expect(outcome.problems.map(\.kind) == [.workloadCutShort], "\(outcome.problems)")
     }
 
     /// Dispatching to a DSQ that does not exist is a kernel-side runtime error (`error`), as
@@ -122,7 +145,7 @@ struct SchedulerFailures {
     @Test func bogusDSQIsARuntimeError() async throws {
         let outcome = try await Ktstr.run(scheduler: .fault("--bogus-dsq", "--bogus-after", "50"), workload: .spinners(2))
         outcome.expectSchedulerExit(.error)
-        #expect(outcome.problems.isEmpty, "\(outcome.problems)")
+        #expect(outcome.problems.map(\.kind) == [.workloadCutShort], "\(outcome.problems)")
         let dump = try #require(outcome.failureDump, "no failure dump; problems: \(outcome.problems)")
         #expect(dump.kind == .error && dump.reason == "runtime error")
         // The kernel names the DSQ it could not find (0x4b7457, the fault scheduler's bogus id).
@@ -138,4 +161,11 @@ struct SchedulerFailures {
         outcome.expectSchedulerExit(.error)
         #expect(outcome.problems.isEmpty, "\(outcome.problems)")
     }
+}
+
+/// A test scheduler under Tests/SchedulerTests/Fixtures/<name>, built (and cached) against the
+/// guest kernel like any downstream scheduler.
+func fixtureScheduler(_ name: String, _ args: String...) throws -> SchedulerSpec {
+    let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/\(name)").path
+    return .binary(path: try Provisioning.buildScheduler(sourceDirectory: dir), args: args)
 }

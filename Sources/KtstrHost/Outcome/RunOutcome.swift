@@ -11,11 +11,15 @@ public struct RunOutcome: Codable, Sendable {
     public var bootMillis: Int?
     /// Host start of the VM → VM gone.
     public var wallMillis: Int
-    /// How the scheduler exited; nil when it never started (see `problems`).
+    /// How the scheduler exited; nil when it never started (see `problems`). `source` says
+    /// where it was read: guest memory (the kernel's exit record) first, else the agent's
+    /// report (the loader's line, the kernel log).
     public var schedulerExit: SchedulerExit?
     /// Read from the frozen guest when the scheduler exited with an error-class kind.
     public var failureDump: FailureDump?
     public var workers: [WorkerStats]
+    /// Worker processes the workload asked for (ping-pong: 2 per pair); nil when unknown.
+    public var requestedWorkers: Int?
     /// Last lines of the kernel console (COM1).
     public var consoleTail: String
     /// The scheduler's own stdout/stderr, as the agent reported it (tail).
@@ -30,11 +34,11 @@ public struct RunOutcome: Codable, Sendable {
 
     public init(backend: BackendKind, kernelRelease: String? = nil, bootMillis: Int? = nil,
                 wallMillis: Int, schedulerExit: SchedulerExit? = nil, failureDump: FailureDump? = nil,
-                workers: [WorkerStats] = [], consoleTail: String = "", schedulerLog: String? = nil,
+                workers: [WorkerStats] = [], requestedWorkers: Int? = nil, consoleTail: String = "", schedulerLog: String? = nil,
                 machineExit: MachineExit = .shutdown, problems: [RunProblem] = []) {
         self.backend = backend; self.kernelRelease = kernelRelease; self.bootMillis = bootMillis
         self.wallMillis = wallMillis; self.schedulerExit = schedulerExit; self.failureDump = failureDump
-        self.workers = workers; self.consoleTail = consoleTail; self.schedulerLog = schedulerLog
+        self.workers = workers; self.requestedWorkers = requestedWorkers; self.consoleTail = consoleTail; self.schedulerLog = schedulerLog
         self.machineExit = machineExit; self.problems = problems
     }
 }

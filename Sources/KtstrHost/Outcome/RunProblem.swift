@@ -1,3 +1,4 @@
+import Foundation
 import KtstrMachine
 
 /// Something that went wrong around a run, apart from how the scheduler exited. Code decides
@@ -21,14 +22,26 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         case failureMonitorUnavailable = "failure_monitor_unavailable"
         /// The run's task was cancelled and the VM killed.
         case cancelled
+        /// The scheduler never attached: verifier or libbpf error, crash, attach timeout
+        /// (detail: the last lines of its log, else the agent's account).
+        case schedulerFailedToLoad = "scheduler_failed_to_load"
+        /// The scheduler exited before the planned duration, so the workload was stopped early
+        /// (detail: "<ran> s of the planned <planned> s").
+        case workloadCutShort = "workload_cut_short"
     }
 
     public var kind: Kind
     public var detail: String?
 
+    /// `detail` is kept on one line (line breaks become " | ").
     public init(_ kind: Kind, _ detail: String? = nil) {
         self.kind = kind
-        self.detail = detail
+        self.detail = detail.map(Self.oneLine)
+    }
+
+    static func oneLine(_ s: String) -> String {
+        s.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            .joined(separator: " | ")
     }
 
     public var description: String {
@@ -36,12 +49,14 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         return switch kind {
         case .guestNeverSaidHello: "the guest never said hello (kernel panic, agent crash or boot too slow) — see consoleTail"
         case .agentDidNotFinish: "the agent did not finish (machine \(d)) — see consoleTail"
-        case .noSchedulerExit: "no scheduler exit was reported"
+        case .noSchedulerExit: "no scheduler exit was reported" + (d.isEmpty ? "" : ": \(d)")
         case .timeout: "the VM ran past its timeout and was killed"
         case .guestKernelCrash: "guest kernel: \(d)"
         case .agentReported: d
         case .failureMonitorUnavailable: "failure monitor: \(d)"
         case .cancelled: "cancelled: the VM was killed"
+        case .schedulerFailedToLoad: "the scheduler failed to load or attach: \(d)"
+        case .workloadCutShort: "the workload was cut short at \(d) because the scheduler exited"
         }
     }
 

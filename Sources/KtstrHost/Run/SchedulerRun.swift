@@ -8,11 +8,25 @@ import KtstrProtocol
 /// One scheduler run: plan → initramfs → machine → agent channel → `RunOutcome`
 /// (docs/PROTOCOLS.md "KtstrHost entry point").
 public enum SchedulerRun {
-    public enum RunError: Error, CustomStringConvertible {
+    public enum RunError: Error, CustomStringConvertible, Equatable {
         case setup(String)
+        /// A scheduler was asked for and the kernel's BTF has no sched_ext (checked before boot).
+        case kernelWithoutSchedExt(kernel: String)
         public var description: String {
-            switch self { case let .setup(why): why }
+            switch self {
+            case let .setup(why): why
+            case let .kernelWithoutSchedExt(kernel):
+                "the kernel has no sched_ext (no scx_sched in its BTF) — use a kernel built with CONFIG_SCHED_CLASS_EXT (kernel: \(kernel))"
+            }
         }
+    }
+
+    /// Throws `kernelWithoutSchedExt` when a scheduler is requested and the kernel's BTF
+    /// (cached; the monitor parses the same) has no sched_ext. No vmlinux, or a BTF that
+    /// cannot be read: no verdict here (the run itself will tell).
+    public static func requireSchedExt(vmlinux: String?, kernel: String, schedulerRequested: Bool) throws(RunError) {
+        guard schedulerRequested, let vmlinux, !KernelCapabilities.hasSchedExt(vmlinux: vmlinux) else { return }
+        throw .kernelWithoutSchedExt(kernel: kernel)
     }
 
     /// Extra kernel arguments for every QEMU run (after `QEMUMachine.baseCmdline`).
@@ -49,6 +63,7 @@ public enum SchedulerRun {
         if let w = decision.warning { log.warning(w) }
 
         let sched = try resolve(scheduler)
+        try requireSchedExt(vmlinux: kernel.vmlinux, kernel: kernel.image, schedulerRequested: sched != nil)
         let durationMillis = Int(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
         let attach = decision.backend == .qemuTCG ? 30_000 : 10_000
         let plan = RunPlan(
@@ -125,7 +140,8 @@ public enum SchedulerRun {
         let wall = ContinuousClock.now - started
         let dump = monitorQueue.sync { monitor.finish() }
         var outcome = assemble(collector: collector, backend: decision.backend, started: started, wall: wall,
-                               exit: exit, dump: dump, expectScheduler: sched != nil)
+                               exit: exit, dump: dump, memoryExit: monitor.schedulerExit, expectScheduler: sched != nil)
+        outcome.requestedWorkers = min(workload.count, 256) * (workload.kind == .pingPong ? 2 : 1)
         // A monitor that could not even start must not look like "no failure happened".
         if dump == nil, let why = monitor.setupProblem { outcome.problems.append(RunProblem(.failureMonitorUnavailable, why)) }
         if Task.isCancelled { outcome.problems.append(RunProblem(.cancelled)) }
@@ -155,24 +171,41 @@ public enum SchedulerRun {
         }
     }
 
+    /// `memoryExit`: the exit record the monitor read from guest memory; it wins over the
+    /// agent's report (loader line, kernel log), which fills only what memory left empty.
     static func assemble(collector: RunCollector, backend: BackendKind, started: ContinuousClock.Instant, wall: Duration,
-                         exit: MachineExit, dump: FailureDump?, expectScheduler: Bool) -> RunOutcome {
+                         exit: MachineExit, dump: FailureDump?, memoryExit: SchedulerExit? = nil,
+                         expectScheduler: Bool) -> RunOutcome {
         let snap = collector.snapshot
         var o = RunOutcome(backend: backend, wallMillis: millis(wall), failureDump: dump,
                            consoleTail: collector.consoleTail, machineExit: exit)
         if let h = snap.helloAt { o.bootMillis = millis(h - started) }
-        var sawDone = false, sawExit = false
+        var sawDone = false
+        var agentExit: SchedulerExit?
+        var failedToLoad: String?, noExitInformation: String?
         for m in snap.messages {
             switch m {
             case let .hello(release, _, _): o.kernelRelease = release
-            case let .schedulerExit(e, _): o.schedulerExit = e; sawExit = true
+            case let .schedulerExit(e): agentExit = e
             case let .workers(w): o.workers = w
             case let .log(_, text): o.schedulerLog = text
-            case let .problem(p): o.problems.append(RunProblem(.agentReported, p))
+            case let .problem(p, kind):
+                switch kind {
+                case .schedulerFailedToLoad: failedToLoad = p
+                case .noExitInformation: noExitInformation = p
+                case .workloadCutShort: o.problems.append(RunProblem(.workloadCutShort, p))
+                case nil: o.problems.append(RunProblem(.agentReported, p))
+                }
             case .done: sawDone = true
             default: break
             }
         }
+        o.schedulerExit = mergeExit(memory: memoryExit, agent: agentExit)
+        // An exit the kernel recorded means the scheduler did attach: that exit is the result.
+        if let why = failedToLoad, o.schedulerExit == nil {
+            o.problems.append(RunProblem(.schedulerFailedToLoad, lastLines(of: o.schedulerLog) ?? why))
+        }
+        if let why = noExitInformation, o.schedulerExit == nil { o.problems.append(RunProblem(.noSchedulerExit, why)) }
         // Name a guest kernel crash in one line (the console tail has the details).
         for marker in ["Kernel panic - not syncing:", "Oops:", "BUG:"] {
             if let line = o.consoleTail.split(whereSeparator: \.isNewline).first(where: { $0.contains(marker) }) {
@@ -186,11 +219,33 @@ public enum SchedulerRun {
         }
         // The agent explains a missing exit itself (start failure, no exit information);
         // only a silent run gets this generic one.
-        if expectScheduler, !sawExit, snap.helloAt != nil, !o.problems.contains(.agentReported) {
+        if expectScheduler, o.schedulerExit == nil, snap.helloAt != nil,
+           !o.problems.contains(where: { [.agentReported, .schedulerFailedToLoad, .noSchedulerExit].contains($0.kind) }) {
             o.problems.append(RunProblem(.noSchedulerExit))
         }
         if case .timeout = exit { o.problems.append(RunProblem(.timeout)) }
         return o
+    }
+
+    /// Memory's record, with text it could not read taken from the agent's report of the
+    /// same kind; the agent's report alone when memory has none.
+    static func mergeExit(memory: SchedulerExit?, agent: SchedulerExit?) -> SchedulerExit? {
+        guard var m = memory else { return agent }
+        if let a = agent, a.kind == m.kind {
+            if m.message.isEmpty { m.message = a.message }
+            if m.reason.isEmpty { m.reason = a.reason }
+            if m.code == nil { m.code = a.code }
+        }
+        return m
+    }
+
+    /// The last few non-empty lines of a scheduler's log (where libbpf and the verifier say
+    /// why a load failed), or nil when it printed nothing.
+    static func lastLines(of log: String?, count: Int = 4, maxCharacters: Int = 600) -> String? {
+        let lines = (log ?? "").split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !lines.isEmpty else { return nil }
+        let text = lines.suffix(count).joined(separator: " | ")
+        return text.count > maxCharacters ? "…" + String(text.suffix(maxCharacters)) : text
     }
 
     static func millis(_ d: Duration) -> Int {

@@ -28,7 +28,7 @@ extension FailureMonitor {
             dump.problems.append("freeze failed (\(error)): memory was read while the guest ran")
             // A backend may have stopped the vCPUs before failing (e.g. QMP stop, then a bad
             // register read): resume it, or the guest stays paused until the run times out.
-            try? machine.thaw()
+            do { try machine.thaw() } catch { dump.problems.append("thaw after the failed freeze failed: \(error)") }
         }
         let tFrozen = clock.now
         var space = ctx.space

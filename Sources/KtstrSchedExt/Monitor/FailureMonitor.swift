@@ -41,6 +41,10 @@ public final class FailureMonitor: @unchecked Sendable {
         var dump: FailureDump?
         var watchTriggered = false
         var setupProblem: String?
+        /// The last exit record read from guest memory (any kind; errors from the dump).
+        var exit: SchedulerExit?
+        /// Freeze/thaw failures outside a capture (the hello-time BTF pause): go into the dump.
+        var notes: [String] = []
     }
 
     let log: Log
@@ -99,6 +103,12 @@ public final class FailureMonitor: @unchecked Sendable {
     /// The dump, if one was captured already (the run continues after it).
     public var currentDump: FailureDump? { state.withLock { $0.dump } }
 
+    /// How the scheduler exited, as the kernel recorded it in `scx_sched->exit_info`: read for
+    /// every exit kind (a clean exit needs no freeze, only its record, read before the
+    /// scx_sched is freed). nil when no exit was seen (none happened, or the monitor could
+    /// not watch). Complete after `finish()`.
+    public var schedulerExit: SchedulerExit? { state.withLock { $0.exit } }
+
     /// Why the monitor could not watch at all (no BTF, symbols missing...), for the run's
     /// `problems`: without it a failed scheduler's missing dump would go unexplained.
     public var setupProblem: String? { state.withLock { $0.setupProblem } }
@@ -114,10 +124,17 @@ public final class FailureMonitor: @unchecked Sendable {
             ctx = try KernelContext.resolve(memory: machine.guestMemory, symbols: symbols, vmlinux: vmlinux, log: log) { parse in
                 // The BTF was not parsed during the boot: hold the guest still meanwhile, so a
                 // scheduler cannot attach and fail before the monitor watches.
-                guard pause, (try? machine.freeze(timeout: .seconds(3))) != nil else { return parse() }
+                guard pause else { return parse() }
+                do { _ = try machine.freeze(timeout: .seconds(3)) } catch {
+                    self.state.withLock { $0.notes.append("freeze for the hello-time BTF parse failed (\(error)): parsed with the guest running") }
+                    return parse()
+                }
                 let t = ContinuousClock.now
                 parse()
-                do { try machine.thaw() } catch { log.warning("monitor: thaw after the BTF parse failed: \(error)") }
+                do { try machine.thaw() } catch {
+                    log.warning("monitor: thaw after the BTF parse failed: \(error)")
+                    self.state.withLock { $0.notes.append("thaw after the hello-time BTF parse failed: \(error)") }
+                }
                 log.info("monitor: guest paused \(ContinuousClock.now - t) while its BTF was parsed")
             }
         } catch {
@@ -142,9 +159,10 @@ public final class FailureMonitor: @unchecked Sendable {
                 if let kind = failureKind(reader, lastSched, ctx.layout) {
                     let dump = capture(machine: machine, ctx: ctx, reader: reader, sched: lastSched, kind: kind,
                                        detectedBy: "poll (after scx_root changed)")
-                    state.withLock { $0.dump = dump }
+                    store(dump)
                     return
                 }
+                recordExit(reader, lastSched, ctx.layout)
             }
             lastSched = current
             if let sched = current == 0 ? nil : current {
@@ -164,13 +182,53 @@ public final class FailureMonitor: @unchecked Sendable {
                     let byWatch = state.withLock { $0.watchTriggered }
                     let dump = capture(machine: machine, ctx: ctx, reader: reader, sched: sched, kind: kind,
                                        detectedBy: byWatch ? "watchpoint" : "poll")
-                    state.withLock { $0.dump = dump }
+                    store(dump)
                     return
                 }
+                recordExit(reader, sched, ctx.layout)
             }
             let micros = Int(interval.components.seconds) * 1_000_000 + Int(interval.components.attoseconds / 1_000_000_000_000)
             _ = wake.wait(timeout: .now() + .microseconds(max(100, micros)))
         }
+        // Stopping (the VM is gone, its RAM still mapped): a clean exit that settled after the
+        // last poll is still in the last scx_sched seen.
+        if lastSched != 0 { recordExit(reader, lastSched, ctx.layout) }
+    }
+
+    /// Keeps a captured dump, with the notes taken before it, and its exit as the exit record.
+    private func store(_ dump: FailureDump) {
+        state.withLock { s in
+            var d = dump
+            d.problems = s.notes + d.problems
+            s.dump = d
+            s.exit = SchedulerExit(kind: d.kind, kindValue: d.kindValue, code: d.exitCode, reason: d.reason ?? "",
+                                   message: d.message ?? "", source: .memory)
+        }
+    }
+
+    /// Reads the exit record of `sched` when it has exited with a settled, known kind (clean or
+    /// error; errors are captured first by the callers). The kind is `exit_kind`, or
+    /// `exit_info->kind` once the disable work has stored DONE there.
+    private func recordExit(_ reader: ScxReader, _ sched: UInt64, _ layout: ScxLayout) {
+        guard let raw = try? reader.exitKind(sched: sched), raw != ExitKind.none.value else { return }
+        var kind = raw
+        if raw == ExitKind.done.value {
+            guard let recorded = try? reader.exitInfoKind(sched: sched) else { return }
+            kind = recorded
+        }
+        guard kind != ExitKind.none.value, kind != ExitKind.done.value, isKnown(kind, layout),
+              reader.exitInfoSettled(sched: sched, kind: kind) else { return }
+        let exit = reader.readExitRecord(sched: sched, kind: kind)
+        let changed = state.withLock { s -> Bool in
+            defer { s.exit = exit }
+            return s.exit != exit
+        }
+        if changed { log.debug("monitor: exit record \(exit.kind) (\(kind)) code \(exit.code.map(String.init) ?? "?")") }
+    }
+
+    /// A value the kernel's enum names (or the table, without BTF names): not a torn read.
+    private func isKnown(_ kind: Int, _ layout: ScxLayout) -> Bool {
+        layout.exitKindNames.isEmpty ? ExitKind(value: kind) != nil : layout.exitKindNames[Int64(kind)] != nil
     }
 
     /// The error kind `sched` exited with, or nil. `exit_kind` holds it only from the exit

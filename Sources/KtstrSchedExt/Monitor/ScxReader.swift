@@ -45,6 +45,22 @@ public struct ScxReader: Sendable {
         return reason != 0
     }
 
+    /// The exit record of a scheduler that has exited with `kind` (any kind, clean or error):
+    /// `exit_code`, `reason` and `msg`, without the backtrace or dump text. A field that
+    /// cannot be read stays unknown (nil code; the table's reason, or "").
+    public func readExitRecord(sched: UInt64, kind: Int) -> SchedulerExit {
+        let name = layout.kindName(kind)
+        var exit = SchedulerExit(kind: name, kindValue: kind, code: nil, reason: ExitKind.table.first { $0.kind == name }?.reason ?? "", message: "",
+                                 source: .memory)
+        guard let ei = try? space.readPointer(at: sched &+ UInt64(layout.schedExitInfo)), ei != 0 else { return exit }
+        exit.code = (try? space.read(UInt64.self, at: ei &+ UInt64(layout.eiExitCode))).map { Int64(bitPattern: $0) }
+        if let p = try? space.readPointer(at: ei &+ UInt64(layout.eiReason)), p != 0,
+           let r = try? space.readCString(at: p, maxLength: Self.maxReason) { exit.reason = r }
+        if let p = try? space.readPointer(at: ei &+ UInt64(layout.eiMsg)), p != 0,
+           let m = try? space.readCString(at: p, maxLength: Self.maxMessage) { exit.message = m }
+        return exit
+    }
+
     /// Fills the exit fields of `dump` (kind, code, cpu, flags, reason, msg, raw backtrace,
     /// dump text). Returns the backtrace addresses for later symbolization.
     @discardableResult

@@ -14,6 +14,9 @@ public enum FreezeError: Error, CustomStringConvertible, Equatable {
     /// `freeze` was called on a vCPU thread (a device or watchpoint callback): that vCPU
     /// could never park. Hand the work to another thread.
     case calledFromVCPUThread(Int)
+    /// These vCPUs parked without a register snapshot (reading their registers failed): no
+    /// made-up zeros are returned (the machine was thawed again).
+    case missingSnapshot([Int])
 
     public var description: String {
         switch self {
@@ -21,6 +24,7 @@ public enum FreezeError: Error, CustomStringConvertible, Equatable {
             "freeze: vCPU \(cpus.map(String.init).joined(separator: ", ")) did not park within \(after) — the host is overloaded or a device callback is blocking; retry with a longer timeout"
         case let .notRunning(why): "freeze: the machine is not running (\(why))"
         case .alreadyFrozen: "freeze: already frozen — call thaw() first"
+        case let .missingSnapshot(cpus): "freeze: vCPU \(cpus.map(String.init).joined(separator: ", ")) parked without a register snapshot (register read failed) — see the log"
         case let .calledFromVCPUThread(cpu): "freeze: called on vCPU \(cpu)'s own thread (from a device or watchpoint callback), which could never park — call it from another thread"
         }
     }
@@ -65,7 +69,12 @@ extension RunCore {
             var pfd = pollfd(fd: wake.fd, events: Int16(POLLIN), revents: 0)
             _ = poll(&pfd, 1, Int32(clamping: max(1, Int(left.seconds * 1000))))
         }
-        return slots.map { $0.snapshot ?? VCPURegisterSnapshot(cpu: $0.index, rip: 0, rsp: 0, cr3: 0) }
+        let missing = slots.filter { $0.snapshot == nil }.map(\.index)
+        guard missing.isEmpty else {
+            thawLocked()
+            throw .missingSnapshot(missing)
+        }
+        return slots.compactMap(\.snapshot)
     }
 
     func vcpuIndexOfCurrentThread() -> Int? {
