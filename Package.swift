@@ -44,7 +44,7 @@ let package = Package(
         .executableTarget(name: "KtstrGuest", dependencies: ["KtstrProtocol"]),
         .testTarget(name: "KtstrVMMTests", dependencies: ["KtstrVMM", "KtstrFixtures"]),
         .testTarget(name: "KtstrQEMUTests", dependencies: ["KtstrQEMU", "KtstrHost"]),
-        .testTarget(name: "KtstrSchedExtTests", dependencies: ["KtstrSchedExt", "KtstrFixtures", "KtstrVMM"]),
+        .testTarget(name: "KtstrSchedExtTests", dependencies: ["KtstrSchedExt", "KtstrFixtures", "KtstrVMM", "KtstrHost"]),
         .testTarget(name: "KtstrHostTests", dependencies: ["KtstrHost"]),
         .testTarget(name: "KtstrProtocolTests", dependencies: ["KtstrProtocol"]),
         // Fixtures/: test schedulers (BPF C + loader), built at test time by Provisioning.buildScheduler.

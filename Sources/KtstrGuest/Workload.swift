@@ -7,6 +7,9 @@ struct Worker {
     var index: Int
     var pid: pid_t
     var counterPath: String
+    /// When the agent started it (CLOCK_MONOTONIC ns): the reference for a worker that was
+    /// starved before it could stamp any progress.
+    var startedAt: UInt64
 }
 
 struct WorkerSample {
@@ -37,7 +40,7 @@ enum Workload {
             let counter = "/tmp/ktstr-w\(i).count"
             let args = ["--ktstr-worker", kind.rawValue, String(i), String(w.periodMicros ?? 1000), cgroupDir]
             switch Sys.spawn(selfExe, args, output: nil, env: ["PATH=/bin:/usr/bin"]) {
-            case let .success(pid): workers.append(Worker(index: i, pid: pid, counterPath: counter))
+            case let .success(pid): workers.append(Worker(index: i, pid: pid, counterPath: counter, startedAt: nowNanos()))
             case let .failure(e):
                 stop(workers)
                 return .failure(e)
@@ -72,7 +75,9 @@ enum Workload {
             let rest = t[t.index(after: close)...].split(separator: " ")
             // rest[0] is field 3 (state); field 39 (processor) is rest[36].
             if rest.count > 36 { s.lastCPU = Int(rest[36]) }
-            if rest.first == "R", let stamp = progressStamp(w), stamp > 0 {
+            if rest.first == "R" {
+                // No stamp yet: starved since it was started (it never reached its loop).
+                let stamp = progressStamp(w).flatMap { $0 > 0 ? $0 : nil } ?? w.startedAt
                 let now = nowNanos()
                 if now > stamp { s.waitNanos &+= now - stamp }
             }

@@ -3,6 +3,7 @@ import Testing
 @testable import KtstrMachine
 @testable import KtstrSchedExt
 @testable import KtstrProtocol
+import KtstrHost
 
 /// Hostile ELF files, BTF blobs and kallsyms tables: each parser returns a value or throws
 /// its typed error, never traps, never loops without bound.
@@ -218,5 +219,53 @@ import Testing
             }
             return problems
         }
+    }
+}
+
+/// Issue 10: a kernel whose BTF has no sched_ext is refused before boot, by the CLI in one
+/// line with a non-zero status. The kernel is the real bzImage with a synthetic `vmlinux`
+/// next to it whose BTF lacks `scx_sched` and `sched_ext_ops` (as a kernel built without
+/// CONFIG_SCHED_CLASS_EXT).
+@Suite struct KernelWithoutSchedExtCLITests {
+    static let ktstr: String = {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return root.appendingPathComponent(".build/debug/ktstr").path
+    }()
+    static let skip: String? = {
+        guard FileManager.default.isExecutableFile(atPath: ktstr) else { return "needs a built `ktstr` (swift build)" }
+        do { _ = try Provisioning.kernel() } catch { return "\(error)" }
+        return nil
+    }()
+
+    @Test(.enabled(if: skip == nil, Comment(rawValue: skip ?? "")))
+    func theCLIRefusesItInOneLine() throws {
+        let dir = NSTemporaryDirectory() + "ktstr-noscx-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createSymbolicLink(atPath: dir + "/vmlinuz", withDestinationPath: try Provisioning.kernel().image)
+        var b = BTFBuilder()
+        let u32 = b.int("unsigned int", size: 4)
+        _ = b.structure("task_struct", size: 8, members: [("pid", u32, 0)])
+        try #require(FileManager.default.createFile(atPath: dir + "/vmlinux", contents: Data(ParserFuzzTests.elfWithBTF(b.blob()))))
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.ktstr)
+        p.arguments = ["run", "--kernel", dir + "/vmlinuz", "--scheduler", "simple", "--duration", "1"]
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 1, "\(text)")
+        let lines = text.split(separator: "\n").filter { !$0.hasPrefix("==>") && !$0.hasPrefix("ktstr[") }
+        #expect(lines.count == 1 && lines.first?.contains("no sched_ext") == true, "\(text)")
+        #expect(QEMUFreeCheck.noQEMU(of: p.processIdentifier), "a VM was started")
+    }
+}
+
+/// No qemu was started on behalf of `pid` (its machines are named `ktstr-<pid>-...`).
+enum QEMUFreeCheck {
+    static func noQEMU(of pid: pid_t) -> Bool {
+        !((try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm")) ?? []).contains { $0.hasPrefix("ktstr-\(pid)-") }
     }
 }
