@@ -169,13 +169,58 @@ import Testing
         #expect(svg?.contents.contains("7.3.4") == true)
     }
 
+    /// A plausible stall run for docs/: 2 CPUs, 3 spinners, worker 2 starved from 3 s, the
+    /// host sees the stall, the scheduler exits with error_stall at 6 s and CFS takes over.
+    static func stallExample() -> (Timeline, [WorkerStats]) {
+        var seed: UInt64 = 42
+        func rnd(_ n: Int) -> Int { seed = seed &* 6364136223846793005 &+ 1442695040888963407; return Int((seed >> 33) % UInt64(n)) }
+        let workers = (0..<3).map { WorkerStats(index: $0, pid: 101 + $0, cpuNanos: 0, waitNanos: 0, runs: 0, iterations: 0) }
+        var samples: [TimelineSample] = []
+        var cur: [Int32] = [1, 0]
+        for i in 0..<80 {
+            let ms = i * 100
+            var cs: [CPUSample] = []
+            for c in 0..<2 {
+                var nr: UInt32 = 0, dsq: UInt32 = 0
+                switch ms {
+                case ..<500: cur[c] = c == 0 && i % 3 == 0 ? 1 : 0; nr = cur[c] == 0 ? 0 : 1
+                case ..<3000: // scx_simple shares both CPUs between the three workers
+                    if rnd(3) == 0 || cur[c] < 101 { cur[c] = Int32(101 + (c == 0 ? rnd(2) : 1 + rnd(2))) }
+                    nr = c == 0 ? 2 : 2; dsq = UInt32(rnd(2))
+                case ..<6000: // worker 2 waits on CPU 1 and never runs
+                    cur[c] = c == 0 ? 101 : 102
+                    nr = c == 0 ? 1 : 2; dsq = c == 0 ? 0 : 1
+                default: // after the exit: CFS
+                    if rnd(2) == 0 || cur[c] < 101 { cur[c] = Int32(101 + rnd(3)) }
+                    nr = UInt32(1 + rnd(2))
+                }
+                if rnd(25) == 0 && ms >= 500 { cur[c] = 42 } // the agent, now and then
+                let comm = cur[c] == 0 ? "swapper/\(c)" : cur[c] == 1 ? "init" : cur[c] == 42 ? "kworker/\(c):1" : "ktstr-worker"
+                cs.append(CPUSample(nrRunning: nr, scxNrRunning: ms >= 500 && ms < 6000 ? nr : 0, localDSQDepth: dsq,
+                                    currentPID: cur[c], currentComm: comm, rqClock: UInt64(ms) * 1_000_000))
+            }
+            samples.append(TimelineSample(millis: ms, cpus: cs))
+        }
+        let markers = [
+            TimelineMarker(millis: 480, kind: .schedulerEnabled, label: "scx_simple enabled"),
+            TimelineMarker(millis: 3000, kind: .phase, label: "phase 2: stall"),
+            TimelineMarker(millis: 3020, kind: .bpfWrite, label: "stall_pid = 103"),
+            TimelineMarker(millis: 5500, kind: .hostStall, label: "cpu 1: ktstr-worker[103] waited 2.5 s", cpu: 1),
+            TimelineMarker(millis: 6010, kind: .schedulerExit, label: "error_stall"),
+        ]
+        return (Timeline(intervalMillis: 100, samples: samples, markers: markers, samplingMillis: 9.3), workers)
+    }
+
     /// Writes the example pictures when KTSTR_TIMELINE_EXAMPLE names a directory (docs/).
     @Test func writeExample() throws {
         guard let dir = ProcessInfo.processInfo.environment["KTSTR_TIMELINE_EXAMPLE"] else { return }
-        let (t, workers) = Self.timeline(samples: 60, cpus: 4)
-        let svg = TimelineSVG.render(t, workers: workers, title: "sched_ext timeline · example (synthetic) · exit error_stall")
+        let (t, workers) = Self.stallExample()
+        let svg = TimelineSVG.render(t, workers: workers, title: "sched_ext timeline · scx_simple, a starved worker (synthetic) · exit error_stall")
+        #expect(Self.parse(svg) != nil)
         try Data(svg.utf8).write(to: URL(fileURLWithPath: dir + "/timeline-example.svg"))
         let (big, w2) = Self.timeline(samples: 3000, cpus: 8)
         try Data(TimelineSVG.render(big, workers: w2, title: "dense").utf8).write(to: URL(fileURLWithPath: dir + "/timeline-dense.svg"))
+        let (four, w4) = Self.timeline(samples: 60, cpus: 4)
+        try Data(TimelineSVG.render(four, workers: w4, title: "four").utf8).write(to: URL(fileURLWithPath: dir + "/timeline-four.svg"))
     }
 }

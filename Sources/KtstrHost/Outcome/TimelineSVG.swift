@@ -274,8 +274,8 @@ private struct Renderer {
     init(timeline: Timeline, workers: [WorkerStats], title: String) {
         t = timeline; self.workers = workers.sorted { $0.index < $1.index }; self.title = title
         cpus = timeline.samples.map(\.cpus.count).max() ?? 0
-        laneH = cpus <= 8 ? 26 : max(8, 26 * 8 / Double(cpus))
-        bandH = cpus <= 8 ? 16 : max(5, 16 * 8 / Double(cpus))
+        laneH = cpus <= 4 ? 32 : cpus <= 8 ? 26 : max(8, 26 * 8 / Double(cpus))
+        bandH = cpus <= 4 ? 20 : cpus <= 8 ? 16 : max(5, 16 * 8 / Double(cpus))
         laneGap = cpus <= 8 ? 12 : 4
         let spacing = TimelineSVG.spacing(timeline)
         self.spacing = spacing
@@ -308,8 +308,8 @@ private struct Renderer {
         var placed: [(m: TimelineMarker, x: Double, row: Int, anchorEnd: Bool, text: String)] = []
         for m in drawn {
             let mx = x(Double(m.millis))
-            let text = TimelineSVG.escape(m.label.isEmpty ? TimelineSVG.kindName(m.kind) : m.label, limit: 36)
-            let w = Double(min(36, max(1, m.label.isEmpty ? TimelineSVG.kindName(m.kind).count : m.label.count))) * charW + 6
+            let text = TimelineSVG.escape(m.label.isEmpty ? TimelineSVG.kindName(m.kind) : m.label, limit: 48)
+            let w = Double(min(48, max(1, m.label.isEmpty ? TimelineSVG.kindName(m.kind).count : m.label.count))) * charW + 6
             let anchorEnd = mx + w > TimelineSVG.width - 2
             let (lo, hi) = anchorEnd ? (mx - w, mx) : (mx, mx + w)
             let row = rowEnd.firstIndex { $0 < lo } ?? rowEnd.indices.min { rowEnd[$0] < rowEnd[$1] }!
@@ -411,7 +411,8 @@ private struct Renderer {
 
             var segs = TimelineSVG.segments(t, cpu: cpu, spacing: spacing)
             if segs.count > columns / 2 { segs = TimelineSVG.bucket(segs, t0: t0, msPerColumn: msPerColumn, columns: columns) }
-            out += "<g stroke=\"#ffffff\" stroke-width=\"0.4\">"
+            // White edges between tasks only where segments are wide enough for them to show.
+            out += segs.isEmpty || plotW / Double(segs.count) < 6 ? "<g>" : "<g stroke=\"#ffffff\" stroke-width=\"0.5\">"
             for s in segs {
                 let x0 = x(s.start), x1 = x(s.end)
                 let fill = colour(s.pid)
