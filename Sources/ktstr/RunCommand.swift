@@ -16,13 +16,16 @@ struct RunCommand: CLICommand {
                          [--workload spinners:4|sleepers:4|pingpong:1|forkstorm:2|idle]
                          [--cpus N] [--memory MiB] [--duration S] [--timeout S]
                          [--backend auto|kvm|qemu|qemu-tcg] [--kernel PATH] [--artifacts DIR] [--json]
+                         [--timeline FILE.svg]
 
         Boots the guest kernel, starts the scheduler, runs the workload for --duration seconds
         (default 3), stops the scheduler and reports how it exited. Exit status 0 whenever the
         run completed, whatever the scheduler did; 1 when the run itself could not happen;
         2 for a usage error. Ctrl-C or SIGTERM stops the VM, says where the run was and exits
         130 / 143. --json prints the RunOutcome as JSON on stdout (also the partial one after
-        Ctrl-C); progress goes to stderr.
+        Ctrl-C); progress goes to stderr. --timeline FILE.svg draws what the host sampled from
+        the guest's runqueues (one lane per CPU: running task, nr_running, markers) into FILE;
+        a run without a timeline (older agent, no monitor) says so on stderr and exits 1.
         """
 
     func run(_ args: inout Arguments) async throws -> Int32 {
@@ -37,6 +40,7 @@ struct RunCommand: CLICommand {
         let kernel = try args.option("kernel")
         let artifacts = try args.option("artifacts")
         let json = args.flag("json")
+        let timelineFile = try args.option("timeline")
         try args.finish()
 
         guard (1...64).contains(cpus) else { throw CLIError("--cpus must be 1...64", status: 2) }
@@ -56,6 +60,7 @@ struct RunCommand: CLICommand {
         }
         // Checked before the progress line so a bad --kernel prints one line and exits 1.
         if let kernel { try KernelImage.validate(path: kernel) }
+        if let timelineFile { try Self.checkWritable(timelineFile) }
         let vm = VMConfig(cpus: cpus, memoryMiB: memory, kernel: kernel, backend: backend, timeoutSeconds: timeout)
         Progress.step("booting \(cpus) vCPUs / \(memory) MiB, scheduler \(schedName), workload \(workload.kind.rawValue)×\(workload.count) for \(duration) s")
         let run: (value: RunOutcome, signal: Int32?)
@@ -77,6 +82,7 @@ struct RunCommand: CLICommand {
             let phase = outcome.kernelRelease == nil ? "while the guest was booting" : "while the scheduler and workload ran"
             let where_ = artifacts.map { "artifacts in \($0)" } ?? "no artifacts (pass --artifacts DIR to keep them)"
             if json { try Self.printJSON(outcome) }
+            if let timelineFile, outcome.timeline != nil { _ = Self.writeTimeline(outcome, to: timelineFile) }
             FileHandle.standardError.write(Data("ktstr run: interrupted by \(i.name) \(phase) after \(outcome.wallMillis) ms; the VM was stopped; \(where_)\n".utf8))
             return i.status
         }
@@ -85,13 +91,42 @@ struct RunCommand: CLICommand {
         } else {
             print(Self.summary(outcome))
         }
+        // --timeline: a failure to draw it is an error of its own (1); otherwise the status is the run's.
+        let timelineWritten = timelineFile.map { Self.writeTimeline(outcome, to: $0) } ?? true
         // Completed = the guest booted, the agent reported and the machine shut down cleanly;
         // what the scheduler did is in the outcome, not in the exit status.
         guard outcome.kernelRelease != nil, outcome.machineExit == .shutdown else {
             FileHandle.standardError.write(Data("ktstr run: the run did not complete (machine \(outcome.machineExit)): \(outcome.problems.first?.description ?? "no agent report")\n".utf8))
             return 1
         }
-        return 0
+        return timelineWritten ? 0 : 1
+    }
+
+    /// --timeline's directory must exist before a VM is booted for it.
+    static func checkWritable(_ path: String) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir.isEmpty ? "." : dir, isDirectory: &isDir), isDir.boolValue else {
+            throw CLIError("--timeline: directory '\(dir)' does not exist", status: 2)
+        }
+    }
+
+    /// Writes the outcome's timeline as SVG; false (with one line on stderr) when there is none
+    /// or the file cannot be written.
+    static func writeTimeline(_ outcome: RunOutcome, to path: String) -> Bool {
+        guard let t = outcome.timeline else {
+            FileHandle.standardError.write(Data("ktstr run: --timeline: this run has no timeline (the host sampled nothing: older agent or no monitor); \(path) not written\n".utf8))
+            return false
+        }
+        let svg = TimelineSVG.render(t, workers: outcome.workers, title: RunArtifacts.timelineTitle(outcome))
+        do {
+            try Data(svg.utf8).write(to: URL(fileURLWithPath: path))
+            Progress.step("timeline: \(path) (\(t.samples.count) samples, \(t.markers.count) markers)")
+            return true
+        } catch {
+            FileHandle.standardError.write(Data("ktstr run: --timeline: cannot write \(path): \(error.localizedDescription)\n".utf8))
+            return false
+        }
     }
 
     static func printJSON(_ outcome: RunOutcome) throws {

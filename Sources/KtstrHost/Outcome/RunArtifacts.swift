@@ -9,8 +9,8 @@ public enum RunArtifacts {
         public var contents: String
     }
 
-    /// outcome.json always; console.log always; scheduler.log and the failure dump (text and
-    /// JSON) when the run has them.
+    /// outcome.json always; console.log always; scheduler.log, the failure dump (text and
+    /// JSON) and timeline.svg (the sampled timeline drawn, `TimelineSVG`) when the run has them.
     public static func files(of outcome: RunOutcome) -> [File] {
         var out = [File(name: "outcome.json", contents: json(outcome)), File(name: "console.log", contents: outcome.consoleTail)]
         if let l = outcome.schedulerLog { out.append(File(name: "scheduler.log", contents: l)) }
@@ -18,7 +18,15 @@ public enum RunArtifacts {
             out.append(File(name: "failure-dump.txt", contents: d.text))
             out.append(File(name: "failure-dump.json", contents: json(d)))
         }
+        if let t = outcome.timeline {
+            out.append(File(name: "timeline.svg", contents: TimelineSVG.render(t, workers: outcome.workers, title: timelineTitle(outcome))))
+        }
         return out
+    }
+
+    /// "sched_ext timeline · 7.3.4 · qemu-tcg · exit error_stall".
+    public static func timelineTitle(_ outcome: RunOutcome) -> String {
+        "sched_ext timeline · \(outcome.kernelRelease ?? "unknown kernel") · \(outcome.backend.rawValue) · exit \(outcome.schedulerExit.map { $0.kind.name } ?? "none")"
     }
 
     /// Pretty, key-sorted JSON (stable diffs between runs).

@@ -31,6 +31,9 @@ public struct RunOutcome: Codable, Sendable {
     /// Port and MMIO accesses no device handled, per port / address (the own VMM counts them;
     /// nil on qemu, which cannot).
     public var unhandledAccesses: UnhandledAccesses?
+    /// What the host sampled from the guest's scheduler state while it ran (issue 13); nil when
+    /// nothing was sampled (older agent, no monitor). `RunArtifacts` draws it as timeline.svg.
+    public var timeline: Timeline?
 
     public init(backend: BackendKind, kernelRelease: String? = nil, bootMillis: Int? = nil,
                 wallMillis: Int, schedulerExit: SchedulerExit? = nil, failureDump: FailureDump? = nil,
