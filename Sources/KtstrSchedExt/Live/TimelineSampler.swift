@@ -258,8 +258,10 @@ public final class TimelineSampler: @unchecked Sendable {
                     mark(.schedulerExit, ctx.layout.kindName(k).name, onlyFirst: true)
                     exitMarked = true
                 }
-            } else if lastSched != nil, !exitMarked {
-                mark(.schedulerExit, "scheduler detached", onlyFirst: true)
+            } else if let gone = lastSched, !exitMarked {
+                // Gone between two samples: its scx_sched is freed only after an RCU grace
+                // period, so its exit record usually still names the kind.
+                mark(.schedulerExit, Self.exitLabel(reader, gone), onlyFirst: true)
                 exitMarked = true
             }
             if sched != nil, sched != lastSched, lastSched != nil { exitMarked = false } // a new scheduler
@@ -292,6 +294,16 @@ public final class TimelineSampler: @unchecked Sendable {
             let wait = next - now
             _ = wake.wait(timeout: .now() + .microseconds(Int(wait.components.seconds) * 1_000_000 + Int(wait.components.attoseconds / 1_000_000_000_000)))
         }
+    }
+
+    /// The kind a scheduler that is gone exited with, if its record is still readable and names
+    /// a kind the kernel's enum knows; else "scheduler detached".
+    static func exitLabel(_ reader: ScxReader, _ sched: UInt64) -> String {
+        var kind = (try? reader.exitKind(sched: sched)) ?? 0
+        if kind == ExitKind.done.value { kind = (try? reader.exitInfoKind(sched: sched)) ?? 0 }
+        let names = reader.layout.exitKindNames
+        guard kind != 0, kind != ExitKind.done.value, names.isEmpty || names[Int64(kind)] != nil else { return "scheduler detached" }
+        return reader.layout.kindName(kind).name
     }
 
     /// `scx_sched->pcpu`'s `event_stats`, summed over CPUs; nil when unreadable.
