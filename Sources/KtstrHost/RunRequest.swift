@@ -23,6 +23,12 @@ public struct VMConfig: Codable, Sendable, Hashable {
     /// The longest a VM may run (a day): bounds `timeoutSeconds` before it becomes milliseconds.
     public static let maxTimeoutSeconds: Double = 86_400
     public var timeoutSeconds: Double
+    /// The live sampler's period in ms (`RunOutcome.timeline`): nil = 100, 0 = no sampling,
+    /// otherwise at least 10.
+    public var sampleIntervalMillis: Int?
+    /// The host flags a stall (`hostStallDetected`) when a runnable task waited this long or a
+    /// CPU's rq clock lags this far with tasks runnable (guest time): nil = 2000 ms.
+    public var hostStallThresholdMillis: Int?
 
     public init(cpus: Int = 2, memoryMiB: Int = 512, topology: Topology? = nil, kernel: String? = nil,
                 backend: BackendChoice = .auto, timeoutSeconds: Double = 120) {

@@ -71,4 +71,26 @@ import KtstrTesting
         #expect(try JSONDecoder().decode(RunOutcome.self, from: JSONEncoder().encode(withCounts)).unhandledAccesses == u)
         #expect(try JSONDecoder().decode(RunOutcome.self, from: JSONEncoder().encode(o)).unhandledAccesses == nil)
     }
+
+    /// The outcome's JSON carries the bounded timeline; the artifacts get the full one.
+    @Test func fullTimelineGoesToTheArtifactsOnly() throws {
+        let samples = (0..<1000).map { TimelineSample(millis: $0 * 100, cpus: [CPUSample(nrRunning: 1, scxNrRunning: 1, localDSQDepth: 0,
+                                                                                        currentPID: 1, currentComm: "x", rqClock: UInt64($0))]) }
+        let full = Timeline(intervalMillis: 100, samples: samples, samplingMillis: 3)
+        var o = RunOutcome(backend: .qemuTCG, wallMillis: 100_000)
+        o.fullTimeline = full
+        o.timeline = full.bounded(to: RunOutcome.maxOutcomeSamples)
+        let data = try JSONEncoder().encode(o)
+        let obj = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        #expect(obj["fullTimeline"] == nil && obj["_fullTimeline"] == nil, "\(obj.keys.sorted())")
+        let back = try JSONDecoder().decode(RunOutcome.self, from: data)
+        #expect(back.timeline?.samples.count == 600 && back.timeline?.droppedSamples == 400 && back.fullTimeline == nil)
+        #expect(o.samplerCostFraction == 3.0 / 100_000)
+        let file = try #require(RunArtifacts.files(of: o).first { $0.name == "timeline.json" })
+        let written = try JSONDecoder().decode(Timeline.self, from: Data(file.contents.utf8))
+        #expect(written == full)
+        // Decoded (no full one in memory): the bounded one is what there is.
+        #expect(RunArtifacts.files(of: back).first { $0.name == "timeline.json" } != nil)
+        #expect(RunArtifacts.files(of: RunOutcome(backend: .kvm, wallMillis: 1)).allSatisfy { $0.name != "timeline.json" })
+    }
 }

@@ -22,6 +22,32 @@ struct HealthyScheduler {
         #expect(outcome.machineExit == .shutdown)
     }
 
+    /// The host samples the guest's runqueues from its RAM while the scheduler runs, cheaply:
+    /// at least 20 samples per CPU over a 3 s run, for at most 5% of the run's wall time.
+    /// scx_simple's shared DSQ (id 0) and the kernel's event counters are in the samples;
+    /// a healthy run has no host stall.
+    @Test func liveTimelineIsSampledCheaply() async throws {
+        let outcome = try await Ktstr.run(scheduler: .simple, workload: .spinners(2), duration: .seconds(3))
+        outcome.expectNoSchedulerError()
+        let timeline = try #require(outcome.timeline, "no timeline; problems: \(outcome.problems)")
+        let full = try #require(outcome.fullTimeline)
+        #expect(timeline.problems == nil, "\(timeline.problems ?? [])")
+        #expect(full.samples.allSatisfy { $0.cpus.count == 2 }, "CPUs per sample: \(Set(full.samples.map(\.cpus.count)))")
+        #expect(full.samples.count >= 20, "\(full.samples.count) samples per CPU in \(outcome.wallMillis) ms")
+        let cost = try #require(outcome.samplerCostFraction)
+        #expect(cost <= 0.05, "sampling took \(timeline.samplingMillis) ms of \(outcome.wallMillis) ms")
+        // While the scheduler ran: the spinners show up as current tasks, the clocks advance.
+        #expect(full.samples.contains { $0.cpus.contains { $0.currentComm?.hasPrefix("ktstr-spinn") == true } })
+        #expect(full.samples.contains { $0.dsqDepths?["0"] != nil }, "no sample shows scx_simple's DSQ 0")
+        #expect(full.samples.contains { ($0.events?.count ?? 0) > 0 && $0.events?["SCX_EV_SELECT_CPU_FALLBACK"] != nil })
+        let kinds = full.markers.map(\.kind)
+        #expect(kinds.contains(.schedulerEnabled) && kinds.contains(.schedulerExit) && !kinds.contains(.hostStall), "\(full.markers)")
+        #expect(full.markers.first { $0.kind == .schedulerExit }?.label == "unreg", "\(full.markers)")
+        #expect(!outcome.problems.contains(.hostStallDetected), "\(outcome.problems)")
+        print("sampler: \(full.samples.count) samples × 2 CPUs, \(timeline.samplingMillis) ms of reads in \(outcome.wallMillis) ms "
+              + "(\(cost * 100)%), \(timeline.samplingMillis / Double(max(1, full.samples.count))) ms per sample")
+    }
+
     /// The same scheduler over different CPU topologies (LLCs × cores × threads).
     @Test(arguments: [Topology(llcs: 1, coresPerLLC: 2), Topology(llcs: 2, coresPerLLC: 1, threadsPerCore: 2)])
     func scxSimpleOnTopology(_ topology: Topology) async throws {
@@ -110,7 +136,19 @@ struct SchedulerFailures {
         // again): at least most of the 3 s watchdog timeout.
         let starved = try #require(outcome.workers.min { $0.iterations < $1.iterations }, "no workers: \(outcome.problems)")
         #expect(starved.waitNanos >= 2_000_000_000, "starved worker: \(starved)")
-        #expect(outcome.problems.map(\.kind) == [.workloadCutShort], "\(outcome.problems)")
+        #expect(outcome.problems.map(\.kind).filter { $0 != .hostStallDetected } == [.workloadCutShort], "\(outcome.problems)")
+
+        // The host's sampler saw the stall (the victim waited past 2 s; the watchdog's
+        // timeout is 3 s) before the kernel's exit: one problem naming the victim, and a
+        // host_stall marker ahead of the scheduler_exit marker.
+        let stalls = outcome.problems.filter { $0.kind == .hostStallDetected }
+        #expect(stalls.contains { $0.detail?.contains("\(victim.1)[\(pid)] runnable for") == true }, "\(stalls)")
+        #expect(stalls.allSatisfy { $0.detail?.contains("before the scheduler's exit was seen") == true }, "\(stalls)")
+        let markers = try #require(outcome.timeline?.markers, "no timeline")
+        let stallAt = try #require(markers.first { $0.kind == .hostStall }, "markers: \(markers)").millis
+        let exitAt = try #require(markers.first { $0.kind == .schedulerExit }, "markers: \(markers)").millis
+        #expect(stallAt < exitAt, "host stall at +\(stallAt) ms, scheduler exit seen at +\(exitAt) ms")
+        print("host stall seen at +\(stallAt) ms, scheduler exit at +\(exitAt) ms: \(stalls.map(\.description))")
     }
 
     /// `scx_bpf_exit(code)` is a clean, BPF-initiated unregistration: `unreg_bpf` with the

@@ -9,16 +9,18 @@ public enum RunArtifacts {
         public var contents: String
     }
 
-    /// outcome.json always; console.log always; scheduler.log, the failure dump (text and
-    /// JSON) and timeline.svg (the sampled timeline drawn, `TimelineSVG`) when the run has them.
+    /// outcome.json always; console.log always; scheduler.log, the full sampled timeline
+    /// (timeline.json), the timeline drawn (timeline.svg, `TimelineSVG`) and the failure dump
+    /// (text and JSON) when the run has them.
     public static func files(of outcome: RunOutcome) -> [File] {
         var out = [File(name: "outcome.json", contents: json(outcome)), File(name: "console.log", contents: outcome.consoleTail)]
         if let l = outcome.schedulerLog { out.append(File(name: "scheduler.log", contents: l)) }
+        if let t = outcome.fullTimeline ?? outcome.timeline { out.append(File(name: "timeline.json", contents: json(t))) }
         if let d = outcome.failureDump {
             out.append(File(name: "failure-dump.txt", contents: d.text))
             out.append(File(name: "failure-dump.json", contents: json(d)))
         }
-        if let t = outcome.timeline {
+        if let t = outcome.fullTimeline ?? outcome.timeline {
             out.append(File(name: "timeline.svg", contents: TimelineSVG.render(t, workers: outcome.workers, title: timelineTitle(outcome))))
         }
         return out

@@ -31,9 +31,13 @@ public struct RunOutcome: Codable, Sendable {
     /// Port and MMIO accesses no device handled, per port / address (the own VMM counts them;
     /// nil on qemu, which cannot).
     public var unhandledAccesses: UnhandledAccesses?
-    /// What the host sampled from the guest's scheduler state while it ran (issue 13); nil when
-    /// nothing was sampled (older agent, no monitor). `RunArtifacts` draws it as timeline.svg.
+    /// What the host sampled from guest memory during the run, bounded (≤ 600 samples, evenly
+    /// thinned; `droppedSamples` says how many were left out). nil when not sampled.
+    /// `RunArtifacts` draws it as timeline.svg.
     public var timeline: Timeline?
+    /// The full timeline: kept in memory for the artifacts (`timeline.json`), never in the
+    /// outcome's JSON (RunOutcome+Timeline.swift).
+    @NotEncoded public var fullTimeline: Timeline? = nil
 
     public init(backend: BackendKind, kernelRelease: String? = nil, bootMillis: Int? = nil,
                 wallMillis: Int, schedulerExit: SchedulerExit? = nil, failureDump: FailureDump? = nil,

@@ -28,6 +28,10 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         /// The scheduler exited before the planned duration, so the workload was stopped early
         /// (detail: "<ran> s of the planned <planned> s").
         case workloadCutShort = "workload_cut_short"
+        /// The host's sampler saw a stall in guest memory: a task runnable past the threshold,
+        /// or a CPU's rq clock stopped with tasks runnable (detail: the CPU, the task, how long,
+        /// when it was seen against the scheduler's exit, and the CPU's last samples).
+        case hostStallDetected = "host_stall_detected"
     }
 
     public var kind: Kind
@@ -57,6 +61,7 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         case .cancelled: "cancelled: the VM was killed"
         case .schedulerFailedToLoad: "the scheduler failed to load or attach: \(d)"
         case .workloadCutShort: "the workload was cut short at \(d) because the scheduler exited"
+        case .hostStallDetected: "the host saw a stall: \(d)"
         }
     }
 

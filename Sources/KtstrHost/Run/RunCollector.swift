@@ -16,10 +16,13 @@ final class RunCollector: @unchecked Sendable {
     let consoleLimit: Int
     let created = ContinuousClock.now
     let onHello: @Sendable ([String: UInt64]) -> Void
+    /// Every parsed agent message, as it arrives (the live sampler's markers); outside the lock.
+    let onMessage: (@Sendable (AgentMessage) -> Void)?
     let log: Log
 
-    init(consoleLimit: Int = 64 * 1024, log: Log, onHello: @escaping @Sendable ([String: UInt64]) -> Void) {
-        self.consoleLimit = consoleLimit; self.onHello = onHello; self.log = log
+    init(consoleLimit: Int = 64 * 1024, log: Log, onMessage: (@Sendable (AgentMessage) -> Void)? = nil,
+         onHello: @escaping @Sendable ([String: UInt64]) -> Void) {
+        self.consoleLimit = consoleLimit; self.onHello = onHello; self.onMessage = onMessage; self.log = log
     }
 
     func consoleBytes(_ b: ArraySlice<UInt8>) {
@@ -30,6 +33,7 @@ final class RunCollector: @unchecked Sendable {
 
     func channelBytes(_ b: ArraySlice<UInt8>) {
         var hello: [String: UInt64]?
+        var arrived: [AgentMessage] = []
         lock.lock()
         for line in splitter.feed(b) {
             guard let m = AgentMessage.parse(Substring(line)) else { continue }
@@ -39,9 +43,11 @@ final class RunCollector: @unchecked Sendable {
                 hello = syms
             }
             if messages.count < 10_000 { messages.append(m) }
+            if onMessage != nil { arrived.append(m) }
         }
         lock.unlock()
         if let hello { onHello(hello) }
+        for m in arrived { onMessage?(m) }
     }
 
     var consoleTail: String {

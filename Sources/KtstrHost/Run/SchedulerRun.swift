@@ -83,13 +83,14 @@ public enum SchedulerRun {
         monitor.prepare(vmlinux: kernel.vmlinux) // parse BTF during the boot, not at hello
         let monitorQueue = DispatchQueue(label: "ktstr.monitor")
         let machineBox = MachineBox()
-        let collector = RunCollector(log: log) { syms in
+        let sampler = liveSampler(vm, kernel: kernel, log: log)
+        let collector = RunCollector(log: log, onMessage: { sampler?.mark(for: $0) }) { syms in
             // Off the reader thread: the monitor may take a while, the pipe must keep draining.
             monitorQueue.async {
-                // KTSTR_MONITOR=off: no failure monitor (diagnosis: does freezing change the run?).
-                guard settings.monitorEnabled else { return }
                 guard let m = machineBox.machine else { return }
-                monitor.start(machine: m, kallsyms: syms, vmlinux: kernel.vmlinux)
+                // KTSTR_MONITOR=off: no failure monitor (diagnosis: does freezing change the run?).
+                if settings.monitorEnabled { monitor.start(machine: m, kallsyms: syms, vmlinux: kernel.vmlinux) }
+                sampler?.start(machine: m, kallsyms: syms, vmlinux: kernel.vmlinux, cpus: vm.cpus)
             }
         }
         let console: ByteSink = { collector.consoleBytes($0) }
@@ -138,17 +139,28 @@ public enum SchedulerRun {
         // The initrd fd must stay open until qemu has read it: keep the owner alive to here.
         withExtendedLifetime(initrd) {}
         let wall = ContinuousClock.now - started
+        let sampled = sampler?.finish() // first: the RAM it would read next is no longer a running guest
         let dump = monitorQueue.sync { monitor.finish() }
         var outcome = assemble(collector: collector, backend: decision.backend, started: started, wall: wall,
                                exit: exit, dump: dump, memoryExit: monitor.schedulerExit, expectScheduler: sched != nil)
         outcome.requestedWorkers = min(workload.count, 256) * (workload.kind == .pingPong ? 2 : 1)
         // A monitor that could not even start must not look like "no failure happened".
         if dump == nil, let why = monitor.setupProblem { outcome.problems.append(RunProblem(.failureMonitorUnavailable, why)) }
+        if let sampled { outcome.addTimeline(sampled.timeline, stalls: sampled.stalls) }
         if Task.isCancelled { outcome.problems.append(RunProblem(.cancelled)) }
         if decision.backend == .kvm { outcome.unhandledAccesses = machine.unhandledAccesses }
         if let dir = artifactsDirectory { RunArtifacts.write(outcome, to: dir, log: log) }
         if !partialOutcomeOnCancel { try Task.checkCancellation() }
         return outcome
+    }
+
+    /// The live sampler for `vm` (nil when `sampleIntervalMillis` is 0), with the kernel's HZ.
+    static func liveSampler(_ vm: VMConfig, kernel: KernelArtifacts, log: Log) -> TimelineSampler? {
+        var o = TimelineSampler.Options()
+        if let i = vm.sampleIntervalMillis { guard i > 0 else { return nil }; o.intervalMillis = i }
+        if let t = vm.hostStallThresholdMillis { o.stallThresholdMillis = t }
+        o.hz = TimelineSampler.hz(kernelConfig: kernel.config)
+        return TimelineSampler(log: log, options: o)
     }
 
     /// `KTSTR_CMDLINE` appends kernel arguments (debugging: `loglevel=7`, `sched_ext.*`).

@@ -13,11 +13,13 @@ public struct Timeline: Codable, Sendable, Equatable {
     public var droppedSamples: Int
     /// Host time spent reading samples, in total (the sampler's cost).
     public var samplingMillis: Double
+    /// What the sampler could not read (no BTF yet, a layout this kernel lacks); nil when none.
+    public var problems: [String]?
 
     public init(intervalMillis: Int, samples: [TimelineSample] = [], markers: [TimelineMarker] = [],
-                droppedSamples: Int = 0, samplingMillis: Double = 0) {
+                droppedSamples: Int = 0, samplingMillis: Double = 0, problems: [String]? = nil) {
         self.intervalMillis = intervalMillis; self.samples = samples; self.markers = markers
-        self.droppedSamples = droppedSamples; self.samplingMillis = samplingMillis
+        self.droppedSamples = droppedSamples; self.samplingMillis = samplingMillis; self.problems = problems
     }
 }
 
@@ -48,11 +50,38 @@ public struct CPUSample: Codable, Sendable, Equatable {
     public var currentComm: String?
     /// `rq->clock` (ns); stops advancing on a CPU that does not get ticks or schedule.
     public var rqClock: UInt64
+    /// The task that has waited longest on this CPU's `rq->scx.runnable_list` (what the
+    /// kernel's watchdog checks), with its wait (`jiffies - p->scx.runnable_at`); nil when the
+    /// list is empty or was not read.
+    public var oldestRunnable: RunnableWait?
 
     public init(nrRunning: UInt32, scxNrRunning: UInt32, localDSQDepth: UInt32, currentPID: Int32?,
-                currentComm: String?, rqClock: UInt64) {
+                currentComm: String?, rqClock: UInt64, oldestRunnable: RunnableWait? = nil) {
         self.nrRunning = nrRunning; self.scxNrRunning = scxNrRunning; self.localDSQDepth = localDSQDepth
         self.currentPID = currentPID; self.currentComm = currentComm; self.rqClock = rqClock
+        self.oldestRunnable = oldestRunnable
+    }
+}
+
+/// A runnable task and how long it has waited to run (guest jiffies converted with CONFIG_HZ).
+public struct RunnableWait: Codable, Sendable, Equatable {
+    public var pid: Int32
+    public var comm: String
+    public var waitMillis: Int
+
+    public init(pid: Int32, comm: String, waitMillis: Int) { self.pid = pid; self.comm = comm; self.waitMillis = waitMillis }
+}
+
+extension Timeline {
+    /// At most `maxSamples` samples, evenly spread over the whole run (first and last kept);
+    /// the ones left out are added to `droppedSamples`. Markers and the cost are kept.
+    public func bounded(to maxSamples: Int) -> Timeline {
+        guard maxSamples >= 2, samples.count > maxSamples else { return self }
+        var out = self
+        let n = samples.count
+        out.samples = (0..<maxSamples).map { samples[$0 * (n - 1) / (maxSamples - 1)] }
+        out.droppedSamples += n - maxSamples
+        return out
     }
 }
 

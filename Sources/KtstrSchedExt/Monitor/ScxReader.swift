@@ -137,19 +137,8 @@ public struct ScxReader: Sendable {
         for cpu in 0..<min(count, 4096) {
             var s = CPUState(cpu: cpu)
             do {
-                let off = try space.readPointer(at: offsets &+ UInt64(cpu * 8))
-                let rq = rqs &+ off
-                s.nrRunning = try space.read(UInt32.self, at: rq &+ UInt64(P.rqNrRunning))
-                s.scxNrRunning = try space.read(UInt32.self, at: rq &+ UInt64(P.rqScxNrRunning))
-                if let o = P.localDSQDepth { s.localDSQDepth = try space.read(UInt32.self, at: rq &+ UInt64(o)) }
-                if let o = P.scxFlags { s.scxFlags = try space.read(UInt32.self, at: rq &+ UInt64(o)) }
-                if let o = P.rqClock { s.rqClock = try space.read(UInt64.self, at: rq &+ UInt64(o)) }
-                if let o = P.scxClock { s.scxClock = try space.read(UInt64.self, at: rq &+ UInt64(o)) }
-                let curr = try space.readPointer(at: rq &+ UInt64(P.rqCurr))
-                if curr != 0 {
-                    s.currentPID = Int32(bitPattern: try space.read(UInt32.self, at: curr &+ UInt64(P.taskPID)))
-                    s.currentComm = try space.readCString(at: curr &+ UInt64(P.taskComm.offset), maxLength: min(P.taskComm.size, 64))
-                }
+                let rq = try runqueueAddress(cpu: cpu, runqueues: rqs, perCPUOffsets: offsets)
+                s = try readRunqueue(at: rq, cpu: cpu, P)
                 if let R = P.runnableList {
                     do { s.runnable = try runnableTasks(head: rq &+ UInt64(R.rqHead), R, P) } catch {
                         dump.problems.append("cpu \(cpu) runnable list: \(error)")
@@ -162,13 +151,37 @@ public struct ScxReader: Sendable {
         }
     }
 
+    /// `&per_cpu(runqueues, cpu)`: `runqueues + __per_cpu_offset[cpu]`.
+    func runqueueAddress(cpu: Int, runqueues: UInt64, perCPUOffsets: UInt64) throws(AddressError) -> UInt64 {
+        runqueues &+ (try space.readPointer(at: perCPUOffsets &+ UInt64(cpu * 8)))
+    }
+
+    /// One `struct rq`'s counters, clocks and current task (not its runnable list). Shared by
+    /// the dump and the live sampler.
+    func readRunqueue(at rq: UInt64, cpu: Int, _ P: ScxLayout.PerCPU) throws(AddressError) -> CPUState {
+        var s = CPUState(cpu: cpu)
+        s.nrRunning = try space.read(UInt32.self, at: rq &+ UInt64(P.rqNrRunning))
+        s.scxNrRunning = try space.read(UInt32.self, at: rq &+ UInt64(P.rqScxNrRunning))
+        if let o = P.localDSQDepth { s.localDSQDepth = try space.read(UInt32.self, at: rq &+ UInt64(o)) }
+        if let o = P.scxFlags { s.scxFlags = try space.read(UInt32.self, at: rq &+ UInt64(o)) }
+        if let o = P.rqClock { s.rqClock = try space.read(UInt64.self, at: rq &+ UInt64(o)) }
+        if let o = P.scxClock { s.scxClock = try space.read(UInt64.self, at: rq &+ UInt64(o)) }
+        let curr = try space.readPointer(at: rq &+ UInt64(P.rqCurr))
+        if curr != 0 {
+            s.currentPID = Int32(bitPattern: try space.read(UInt32.self, at: curr &+ UInt64(P.taskPID)))
+            s.currentComm = try space.readCString(at: curr &+ UInt64(P.taskComm.offset), maxLength: min(P.taskComm.size, 64))
+        }
+        return s
+    }
+
     public static let maxRunnable = 32
 
     /// Tasks on a runqueue's runnable list, oldest first (bounded; a cycle ends at the bound).
-    func runnableTasks(head: UInt64, _ R: ScxLayout.RunnableList, _ P: ScxLayout.PerCPU) throws(AddressError) -> [RunnableTask] {
+    func runnableTasks(head: UInt64, _ R: ScxLayout.RunnableList, _ P: ScxLayout.PerCPU,
+                       limit: Int = maxRunnable) throws(AddressError) -> [RunnableTask] {
         var out: [RunnableTask] = []
         var node = try space.readPointer(at: head)
-        while node != head, node != 0, out.count < Self.maxRunnable {
+        while node != head, node != 0, out.count < limit {
             let task = node &- UInt64(R.taskNode)
             var t = RunnableTask(pid: Int32(bitPattern: try space.read(UInt32.self, at: task &+ UInt64(P.taskPID))),
                                  comm: try space.readCString(at: task &+ UInt64(P.taskComm.offset), maxLength: min(P.taskComm.size, 64)),
