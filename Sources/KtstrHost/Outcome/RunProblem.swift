@@ -28,6 +28,9 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         /// The scheduler exited before the planned duration, so the workload was stopped early
         /// (detail: "<ran> s of the planned <planned> s").
         case workloadCutShort = "workload_cut_short"
+        /// The live handle (`during:` closure, watchdog override) failed or could not start
+        /// (detail: why).
+        case liveHandle = "live_handle"
     }
 
     public var kind: Kind
@@ -57,6 +60,7 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         case .cancelled: "cancelled: the VM was killed"
         case .schedulerFailedToLoad: "the scheduler failed to load or attach: \(d)"
         case .workloadCutShort: "the workload was cut short at \(d) because the scheduler exited"
+        case .liveHandle: "live: \(d)"
         }
     }
 
