@@ -57,7 +57,7 @@ struct LiveBPFState {
 
     /// The failure dump lists a hash map's entries (`ktstr_pid_enq`: pid → enqueues).
     @Test func failureDumpListsHashMapEntries() async throws {
-        let outcome = try await Ktstr.run(scheduler: .fault("--error-after", "300"), workload: .spinners(2))
+        let outcome = try await Ktstr.run(scheduler: .fault("--error-after", "100"), workload: .spinners(2))
         outcome.expectSchedulerExit(.errorBPF)
         let dump = try #require(outcome.failureDump, "no dump; problems: \(outcome.problems)")
         let map = try #require(dump.map(named: "ktstr_pid_enq"), "maps: \(dump.maps.map(\.name))")
