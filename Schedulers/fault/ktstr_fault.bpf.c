@@ -10,6 +10,9 @@
  *
  * Faults (each knob 0 = off), set by the loader before load:
  *   ktstr_knob_error_after N    scx_bpf_error() at the Nth enqueue   -> error_bpf
+ *   ktstr_knob_error_now        scx_bpf_error() at the next enqueue  -> error_bpf
+ *                               (never set by the loader: the host writes it in
+ *                               guest memory mid-run, see LiveBPFMap.set)
  *   ktstr_knob_stall_pid_every N  user tasks with pid % N == 0 are never
  *                               dispatched; the watchdog fires       -> error_stall
  *   ktstr_knob_exit_after N     scx_bpf_exit(code) at the Nth enqueue -> unreg_bpf
@@ -19,6 +22,8 @@
  *
  * Knobs and counters live in .bss under ktstr_* names so a failure dump that
  * prints this scheduler's .bss shows which fault was armed and how far it got.
+ * ktstr_pid_enq, a small hash map (pid -> enqueues of user tasks, first 64
+ * pids), shows hash map contents in the dump.
  */
 #include <scx/common.bpf.h>
 
@@ -35,14 +40,38 @@ u64 ktstr_knob_exit_after;
 s64 ktstr_knob_exit_code;
 u64 ktstr_knob_bogus_dsq;
 u64 ktstr_knob_bogus_after;
+u64 ktstr_knob_error_now;
 
 /* Progress. */
 u64 ktstr_nr_enqueued;
 u64 ktstr_nr_dispatched;
 u64 ktstr_nr_stall_dropped;
 s32 ktstr_last_stalled_pid;
-/* 0 none, 1 error_after, 2 stall, 3 exit_after, 4 bogus_dsq */
+/* 0 none, 1 error_after, 2 stall, 3 exit_after, 4 bogus_dsq, 5 error_now */
 u32 ktstr_fault_fired;
+/* ktstr_nr_enqueued when ktstr_knob_error_now was seen set. */
+u64 ktstr_error_now_at;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, s32);
+	__type(value, u64);
+} ktstr_pid_enq SEC(".maps");
+
+static void count_pid(const struct task_struct *p)
+{
+	s32 pid = p->pid;
+	u64 one = 1, *v;
+
+	if (p->flags & PF_KTHREAD)
+		return;
+	v = bpf_map_lookup_elem(&ktstr_pid_enq, &pid);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+	else
+		bpf_map_update_elem(&ktstr_pid_enq, &pid, &one, BPF_NOEXIST);
+}
 
 UEI_DEFINE(uei);
 
@@ -71,6 +100,12 @@ void BPF_STRUCT_OPS(fault_enqueue, struct task_struct *p, u64 enq_flags)
 	u64 n = __sync_add_and_fetch(&ktstr_nr_enqueued, 1);
 	u64 dsq = FAULT_DSQ;
 
+	count_pid(p);
+	if (ktstr_knob_error_now && !ktstr_error_now_at) {
+		ktstr_error_now_at = n;
+		ktstr_fault_fired = 5;
+		scx_bpf_error("ktstr fault: error now (knob seen at enqueue %llu)", n);
+	}
 	if (ktstr_knob_error_after && n == ktstr_knob_error_after) {
 		ktstr_fault_fired = 1;
 		scx_bpf_error("ktstr fault: error after %llu enqueues", n);

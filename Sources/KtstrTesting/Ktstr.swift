@@ -11,11 +11,14 @@ public final class KtstrContext: Sendable {
     public let testName: String
     /// `.build/ktstr/<test>/`: console logs, outcomes and dumps of every run, kept always.
     public let artifactsDirectory: String
+    /// From `.ktstr(watchdogTimeout:)`: applied to every run of the test.
+    public let watchdogTimeout: Duration?
     private let outcomes = Mutex<[RunOutcome]>([])
 
-    init(vm: VMConfig, testName: String) {
+    init(vm: VMConfig, testName: String, watchdogTimeout: Duration? = nil) {
         self.vm = vm
         self.testName = testName
+        self.watchdogTimeout = watchdogTimeout
         self.artifactsDirectory = KtstrContext.artifactsRoot() + "/" + testName
     }
 
@@ -54,8 +57,14 @@ public enum Ktstr {
     /// a kernel without sched_ext, when a scheduler is requested, skips the test with the reason;
     /// a scheduler that errors is a normal outcome to assert on.
     /// `topology` overrides the trait's for this run (for tests parameterized over topologies).
+    /// `watchdogTimeout` overrides the trait's. `during` runs concurrently with the workload
+    /// once the scheduler is enabled, with a handle on the live guest (`LiveVM`: sleep, read
+    /// and write BPF maps); its writes are in `outcome.bpfWrites`, an error it throws is a
+    /// `live_handle` problem of the outcome.
     public static func run(scheduler: SchedulerSpec, workload: WorkloadSpec = .spinners(2),
-                           duration: Duration = .seconds(3), topology: Topology? = nil) async throws -> RunOutcome {
+                           duration: Duration = .seconds(3), topology: Topology? = nil,
+                           watchdogTimeout: Duration? = nil,
+                           during: (@Sendable (LiveVM) async throws -> Void)? = nil) async throws -> RunOutcome {
         let context = current ?? KtstrContext(vm: VMConfig(), testName: "adhoc-\(getpid())")
         var vm = context.vm
         if let topology { vm.topology = topology }
@@ -63,7 +72,9 @@ public enum Ktstr {
         let outcome: RunOutcome
         do {
             outcome = try await SchedulerRun.run(vm: vm, scheduler: scheduler, workload: workload,
-                                                 duration: duration, artifactsDirectory: runDir, log: .default)
+                                                 duration: duration, artifactsDirectory: runDir, log: .default,
+                                                 live: LiveOptions(watchdogTimeout: watchdogTimeout ?? context.watchdogTimeout,
+                                                                   during: during))
         } catch let e as SchedulerRun.RunError {
             // A kernel without sched_ext cannot run a scheduler test: a skip with the reason.
             guard case .kernelWithoutSchedExt = e, Test.current != nil else { throw e }

@@ -17,6 +17,9 @@ public struct KtstrTrait: TestTrait, SuiteTrait, TestScoping {
     public var kernel: String?
     public var backend: BackendChoice?
     public var timeout: Duration?
+    /// Overrides the kernel's sched_ext watchdog timeout in each run, once the scheduler
+    /// enabled (written in guest memory: `WatchdogOverride`).
+    public var watchdogTimeout: Duration?
     /// Identity of this trait value (copies keep it): tells the innermost trait apart.
     let id: UUID
     public let sourceLocation: SourceLocation
@@ -57,7 +60,8 @@ public struct KtstrTrait: TestTrait, SuiteTrait, TestScoping {
     public func provideScope(for test: Test, testCase: Test.Case?,
                              performing body: @Sendable () async throws -> Void) async throws {
         let config = Self.effectiveConfig(for: test)
-        let context = KtstrContext(vm: config, testName: Self.artifactName(test: test, testCase: testCase))
+        let context = KtstrContext(vm: config, testName: Self.artifactName(test: test, testCase: testCase),
+                                   watchdogTimeout: test.traits.compactMap { ($0 as? KtstrTrait)?.watchdogTimeout }.last)
         let failed = Atomic<Bool>(false)
         // Notice #expect/#require failures so artifacts are attached only when the test fails.
         let watcher = IssueHandlingTrait.compactMapIssues { issue in
@@ -104,10 +108,13 @@ extension Trait where Self == KtstrTrait {
     /// Boot each `Ktstr.run` of this test in a fresh VM of this shape. Unset fields inherit
     /// from an enclosing suite's `.ktstr(...)`, then from the defaults (2 vCPUs, 512 MiB,
     /// `KTSTR_KERNEL` or the cached default kernel, automatic backend, 120 s).
+    /// `watchdogTimeout`: the sched_ext watchdog timeout each run's scheduler gets once enabled
+    /// (the kernel's own variables, written in guest memory), whatever its `ops.timeout_ms`.
     public static func ktstr(cpus: Int? = nil, memoryMiB: Int? = nil, topology: Topology? = nil,
                              kernel: String? = nil, backend: BackendChoice? = nil, timeout: Duration? = nil,
+                             watchdogTimeout: Duration? = nil,
                              sourceLocation: SourceLocation = #_sourceLocation) -> Self {
         KtstrTrait(cpus: cpus, memoryMiB: memoryMiB, topology: topology, kernel: kernel, backend: backend,
-                   timeout: timeout, id: UUID(), sourceLocation: sourceLocation)
+                   timeout: timeout, watchdogTimeout: watchdogTimeout, id: UUID(), sourceLocation: sourceLocation)
     }
 }

@@ -49,6 +49,24 @@ struct Arguments {
         return value
     }
 
+    /// Removes every `--name V` / `--name=V` and returns the values in order (repeatable options).
+    mutating func options(_ name: String) throws -> [String] {
+        var values: [String] = []
+        var i = 0
+        while i < items.count {
+            let a = items[i]
+            if a == "--\(name)" {
+                guard i + 1 < items.count else { throw CLIError("--\(name) needs a value", status: 2) }
+                values.append(items[i + 1])
+                items.removeSubrange(i...i + 1)
+            } else if a.hasPrefix("--\(name)=") {
+                values.append(String(a.dropFirst(name.count + 3)))
+                items.remove(at: i)
+            } else { i += 1 }
+        }
+        return values
+    }
+
     mutating func intOption(_ name: String) throws -> Int? {
         guard let v = try option(name) else { return nil }
         guard let n = Int(v) else { throw CLIError("--\(name) takes a whole number, not '\(v)'", status: 2) }

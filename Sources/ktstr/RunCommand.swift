@@ -17,6 +17,7 @@ struct RunCommand: CLICommand {
                          [--cpus N] [--memory MiB] [--duration S] [--timeout S]
                          [--backend auto|kvm|qemu|qemu-tcg] [--kernel PATH] [--artifacts DIR] [--json]
                          [--timeline FILE.svg]
+                         [--bpf-set MAP.VAR=VALUE@SECONDS]... [--watchdog-timeout S]
 
         Boots the guest kernel, starts the scheduler, runs the workload for --duration seconds
         (default 3), stops the scheduler and reports how it exited. Exit status 0 whenever the
@@ -26,6 +27,10 @@ struct RunCommand: CLICommand {
         Ctrl-C); progress goes to stderr. --timeline FILE.svg draws what the host sampled from
         the guest's runqueues (one lane per CPU: running task, nr_running, markers) into FILE;
         a run without a timeline (older agent, no monitor) says so on stderr and exits 1.
+        --bpf-set (repeatable) writes integer global VAR of the scheduler's BPF map MAP (kernel
+        name, e.g. ktstr_fa.bss, or a suffix such as .bss) SECONDS after the scheduler enabled,
+        in guest memory; the writes are listed in the outcome. --watchdog-timeout S sets the
+        kernel's sched_ext watchdog timeout to S seconds once the scheduler enabled.
         """
 
     func run(_ args: inout Arguments) async throws -> Int32 {
@@ -41,7 +46,12 @@ struct RunCommand: CLICommand {
         let artifacts = try args.option("artifacts")
         let json = args.flag("json")
         let timelineFile = try args.option("timeline")
+        let bpfSets: [BPFSetSpec]
+        do { bpfSets = try args.options("bpf-set").map { t throws(LiveBPFError) in try BPFSetSpec(parsing: t) } }
+        catch { throw CLIError("\(error)", status: 2) }
+        let watchdogTimeout = try args.doubleOption("watchdog-timeout")
         try args.finish()
+        if let w = watchdogTimeout, !(w > 0 && w <= 30) { throw CLIError("--watchdog-timeout must be more than 0 and at most 30 s", status: 2) }
 
         guard (1...64).contains(cpus) else { throw CLIError("--cpus must be 1...64", status: 2) }
         guard (128...65536).contains(memory) else { throw CLIError("--memory must be 128...65536 MiB", status: 2) }
@@ -68,7 +78,9 @@ struct RunCommand: CLICommand {
             run = try await Interruption.run {
                 try await SchedulerRun.run(vm: vm, scheduler: scheduler, workload: workload,
                                            duration: .milliseconds(Int(duration * 1000)),
-                                           artifactsDirectory: artifacts, log: .default, partialOutcomeOnCancel: true)
+                                           artifactsDirectory: artifacts, log: .default, partialOutcomeOnCancel: true,
+                                           live: LiveOptions(watchdogTimeout: watchdogTimeout.map { .milliseconds(Int($0 * 1000)) },
+                                                             during: bpfSets.isEmpty ? nil : BPFSetSpec.during(bpfSets)))
             }
         } catch let i as Interruption.Interrupted {
             throw CLIError("interrupted by \(i.name) before the VM started; nothing is left running", status: i.status)
@@ -165,6 +177,12 @@ struct RunCommand: CLICommand {
         }
         for w in o.workers {
             s += "worker \(w.index)      pid \(w.pid) cpu \(w.cpuNanos / 1_000_000) ms wait \(w.waitNanos / 1_000_000) ms runs \(w.runs) iterations \(w.iterations) last cpu \(w.lastCPU.map(String.init) ?? "?")\n"
+        }
+        for w in o.bpfWrites ?? [] {
+            s += "bpf write     \(w.map).\(w.target) \(w.old) -> \(w.new) at +\(w.millisAfterEnabled ?? 0) ms after enable\n"
+        }
+        if let w = o.watchdogOverride {
+            s += "watchdog      \(w.jiffies.map { "\($0) jiffies" } ?? "not applied") (HZ \(w.hz.map(String.init) ?? "?"), was \(w.originalJiffies.map(String.init) ?? "?"))\(w.bridge.map { "; bridge: \($0)" } ?? "")\n"
         }
         for p in o.problems { s += "problem       \(p)\n" }
         if let d = o.failureDump {

@@ -197,7 +197,9 @@ struct SchedulerFailures {
     @Test func failingWhileEnablingIsAResult() async throws {
         let outcome = try await Ktstr.run(scheduler: .fault("--bogus-dsq"), workload: .spinners(2))
         outcome.expectSchedulerExit(.error)
-        #expect(outcome.problems.isEmpty, "\(outcome.problems)")
+        // Nothing went wrong around the run. Whether the workload had started before the exit
+        // depends on timing; if it had, the outcome says it was cut short, and that is true.
+        #expect(Set(outcome.problems.map(\.kind)).isSubset(of: [.workloadCutShort]), "\(outcome.problems)")
     }
 }
 

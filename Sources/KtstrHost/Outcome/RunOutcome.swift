@@ -38,6 +38,16 @@ public struct RunOutcome: Codable, Sendable {
     /// The full timeline: kept in memory for the artifacts (`timeline.json`), never in the
     /// outcome's JSON (RunOutcome+Timeline.swift).
     @NotEncoded public var fullTimeline: Timeline? = nil
+    /// Writes to the guest's BPF maps made during the run (`during:` closure, `--bpf-set`),
+    /// oldest first, with host times; nil when none. `BPFWrite.marker(millis:)` makes a
+    /// timeline marker of each.
+    public var bpfWrites: [BPFWrite]?
+    /// Host milliseconds from the VM's start to the agent's `sched_enabled`, and to the host
+    /// first seeing the scheduler's exit record in guest memory.
+    public var schedulerEnabledMillis: Int?
+    public var exitSeenMillis: Int?
+    /// What `watchdogTimeout` did (nil when not asked for).
+    public var watchdogOverride: WatchdogOverride.Report?
 
     public init(backend: BackendKind, kernelRelease: String? = nil, bootMillis: Int? = nil,
                 wallMillis: Int, schedulerExit: SchedulerExit? = nil, failureDump: FailureDump? = nil,

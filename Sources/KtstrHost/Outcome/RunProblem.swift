@@ -32,6 +32,9 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         /// or a CPU's rq clock stopped with tasks runnable (detail: the CPU, the task, how long,
         /// when it was seen against the scheduler's exit, and the CPU's last samples).
         case hostStallDetected = "host_stall_detected"
+        /// The live handle (`during:` closure, watchdog override) failed or could not start
+        /// (detail: why).
+        case liveHandle = "live_handle"
     }
 
     public var kind: Kind
@@ -62,6 +65,7 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         case .schedulerFailedToLoad: "the scheduler failed to load or attach: \(d)"
         case .workloadCutShort: "the workload was cut short at \(d) because the scheduler exited"
         case .hostStallDetected: "the host saw a stall: \(d)"
+        case .liveHandle: "live: \(d)"
         }
     }
 

@@ -13,6 +13,9 @@ final class RunCollector: @unchecked Sendable {
     private var splitter = LineSplitter(maxLine: AgentMessage.maxLineBytes)
     private(set) var messages: [AgentMessage] = []
     private(set) var helloAt: ContinuousClock.Instant?
+    private(set) var schedEnabledAt: ContinuousClock.Instant?
+    /// Set at the agent's `done` or `sched_exit`: nothing live can start after it.
+    private(set) var finishedAt: ContinuousClock.Instant?
     let consoleLimit: Int
     let created = ContinuousClock.now
     let onHello: @Sendable ([String: UInt64]) -> Void
@@ -42,6 +45,11 @@ final class RunCollector: @unchecked Sendable {
                 helloAt = .now
                 hello = syms
             }
+            if case .schedulerEnabled = m, schedEnabledAt == nil { schedEnabledAt = .now }
+            switch m {
+            case .done, .schedulerExit: if finishedAt == nil { finishedAt = .now }
+            default: break
+            }
             if messages.count < 10_000 { messages.append(m) }
             if onMessage != nil { arrived.append(m) }
         }
@@ -53,6 +61,12 @@ final class RunCollector: @unchecked Sendable {
     var consoleTail: String {
         lock.lock(); defer { lock.unlock() }
         return String(decoding: console.suffix(consoleLimit), as: UTF8.self)
+    }
+
+    /// When the agent reported the scheduler enabled, and whether the run is already over.
+    var liveState: (enabledAt: ContinuousClock.Instant?, finished: Bool) {
+        lock.lock(); defer { lock.unlock() }
+        return (schedEnabledAt, finishedAt != nil)
     }
 
     var snapshot: (messages: [AgentMessage], helloAt: ContinuousClock.Instant?) {

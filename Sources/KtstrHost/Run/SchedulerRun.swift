@@ -36,17 +36,19 @@ public enum SchedulerRun {
     /// the run had so far (with a `.cancelled` problem) instead of throwing CancellationError;
     /// the CLI prints it on Ctrl-C. Cancelled before the VM started, it throws either way.
     public static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
-                           artifactsDirectory: String?, log: Log, partialOutcomeOnCancel: Bool = false) async throws -> RunOutcome {
+                           artifactsDirectory: String?, log: Log, partialOutcomeOnCancel: Bool = false,
+                           live: LiveOptions = LiveOptions()) async throws -> RunOutcome {
         try await run(vm: vm, scheduler: scheduler, workload: workload, duration: duration,
                       artifactsDirectory: artifactsDirectory, log: log, agentPath: nil,
-                      partialOutcomeOnCancel: partialOutcomeOnCancel)
+                      partialOutcomeOnCancel: partialOutcomeOnCancel, live: live)
     }
 
     /// `agentPath` replaces the provisioned agent (tests: a program that is not the agent, to
     /// check what a guest that dies early yields).
     static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
                     artifactsDirectory: String?, log: Log, agentPath: String?, settings: KtstrSettings = .current,
-                    partialOutcomeOnCancel: Bool = false, onMachine: (@Sendable (any Machine) -> Void)? = nil) async throws -> RunOutcome {
+                    partialOutcomeOnCancel: Bool = false, onMachine: (@Sendable (any Machine) -> Void)? = nil,
+                    live: LiveOptions = LiveOptions()) async throws -> RunOutcome {
         try Task.checkCancellation()
         // Checked before any conversion: nan, inf or a negative timeout must be a usage error,
         // not a trap in Int(_:) or a run blamed on the guest.
@@ -118,6 +120,12 @@ public enum SchedulerRun {
         onMachine?(machine)
 
         let started = ContinuousClock.now
+        // The live handle (during: closure, watchdog override) starts once the scheduler enabled.
+        let writes = BPFWriteLog { w in sampler?.mark(.bpfWrite, "\(w.map).\(w.target)=\(w.new)") }, watchdog = WatchdogBox()
+        let liveTask: Task<[String], Never>? = live.isEmpty || sched == nil || !settings.monitorEnabled ? nil : Task {
+            await runLive(live, monitor: monitor, collector: collector, cpuCount: vm.cpus, started: started,
+                          writes: writes, watchdog: watchdog, log: log)
+        }
         let exit: MachineExit
         do {
             exit = try await withTaskCancellationHandler {
@@ -140,6 +148,9 @@ public enum SchedulerRun {
         withExtendedLifetime(initrd) {}
         let wall = ContinuousClock.now - started
         let sampled = sampler?.finish() // first: the RAM it would read next is no longer a running guest
+        liveTask?.cancel()
+        let liveProblems = await liveTask?.value ?? []
+        let watchdogReport = watchdog.finish()
         let dump = monitorQueue.sync { monitor.finish() }
         var outcome = assemble(collector: collector, backend: decision.backend, started: started, wall: wall,
                                exit: exit, dump: dump, memoryExit: monitor.schedulerExit, expectScheduler: sched != nil)
@@ -147,6 +158,16 @@ public enum SchedulerRun {
         // A monitor that could not even start must not look like "no failure happened".
         if dump == nil, let why = monitor.setupProblem { outcome.problems.append(RunProblem(.failureMonitorUnavailable, why)) }
         if let sampled { outcome.addTimeline(sampled.timeline, stalls: sampled.stalls) }
+        if !live.isEmpty, liveTask == nil {
+            outcome.problems.append(RunProblem(.liveHandle, sched == nil ? "no scheduler: nothing live to do" : "KTSTR_MONITOR=off: no live handle"))
+        }
+        outcome.problems += liveProblems.map { RunProblem(.liveHandle, $0) }
+        let written = writes.all
+        outcome.bpfWrites = written.isEmpty ? nil : written
+        outcome.watchdogOverride = watchdogReport
+        if let w = watchdogReport { outcome.problems += w.problems.map { RunProblem(.liveHandle, "watchdog override: \($0)") } }
+        outcome.schedulerEnabledMillis = collector.liveState.enabledAt.map { millis($0 - started) }
+        outcome.exitSeenMillis = monitor.exitSeenAt.map { millis($0 - started) }
         if Task.isCancelled { outcome.problems.append(RunProblem(.cancelled)) }
         if decision.backend == .kvm { outcome.unhandledAccesses = machine.unhandledAccesses }
         if let dir = artifactsDirectory { RunArtifacts.write(outcome, to: dir, log: log) }

@@ -158,6 +158,11 @@ public struct BPFMapDump: Codable, Sendable, Equatable {
     /// Per-CPU arrays: for each CPU, the hex of its values of the first entries (each
     /// `valueSize` bytes, entry 0 first; at most 16 entries).
     public var perCPUHex: [String]?
+    /// Hash and LRU hash maps: the elements found by walking the buckets (≤ 256, key and
+    /// value as hex); nil for other types or when the kernel's layout is unknown.
+    public var entries: [BPFMapEntry]?
+    /// True when the walk stopped at a bound before the end of the table.
+    public var entriesTruncated: Bool?
 
     /// Per-CPU array values as little-endian integers: `[cpu][entry]`, when `valueSize` ≤ 8.
     public var perCPUIntegers: [[UInt64]]? {
@@ -192,6 +197,23 @@ private func hexValue(_ c: UInt8) -> UInt8? {
     case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
     default: nil
     }
+}
+
+/// One element of a hash map: key and value as lower-case hex (the kernel's bytes, little-endian).
+public struct BPFMapEntry: Codable, Sendable, Equatable {
+    public var keyHex: String
+    public var valueHex: String
+
+    public init(key: [UInt8], value: [UInt8]) {
+        keyHex = key.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
+        valueHex = value.map { b in (b < 16 ? "0" : "") + String(b, radix: 16) }.joined()
+    }
+
+    public var key: [UInt8] { BPFMapDump.bytes(fromHex: keyHex) ?? [] }
+    public var value: [UInt8] { BPFMapDump.bytes(fromHex: valueHex) ?? [] }
+    /// The key / value as a little-endian unsigned integer when it is 1...8 bytes.
+    public var keyInteger: UInt64? { let k = key; return k.count <= 8 ? littleEndianValue(k, offset: 0, size: k.count) : nil }
+    public var valueInteger: UInt64? { let v = value; return v.count <= 8 ? littleEndianValue(v, offset: 0, size: v.count) : nil }
 }
 
 /// A global of a BPF program, decoded from its map's BTF.

@@ -76,6 +76,14 @@ extension FailureDump: CustomStringConvertible {
                 } else if let rows = m.perCPUHex {
                     for (cpu, row) in rows.enumerated() { o.append("      cpu\(cpu): " + row.prefix(96) + (row.count > 96 ? "…" : "")) }
                 }
+                if let entries = m.entries {
+                    for e in entries.prefix(64) {
+                        let k = e.keyInteger.map(String.init) ?? e.keyHex
+                        let v = e.valueInteger.map(String.init) ?? String(e.valueHex.prefix(96))
+                        o.append("      \(k) => \(v)")
+                    }
+                    if entries.count > 64 || m.entriesTruncated == true { o.append("      ... (\(entries.count) read\(m.entriesTruncated == true ? ", more not read" : ""))") }
+                }
                 if m.variables == nil, let bytes = m.contents {
                     for row in stride(from: 0, to: min(bytes.count, 256), by: 16) {
                         let chunk = bytes[row..<min(row + 16, bytes.count)]

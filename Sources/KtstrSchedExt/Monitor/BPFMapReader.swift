@@ -15,14 +15,24 @@ public struct BPFMapReader: Sendable {
     public static let maxPerCPUEntries = 16
     public static let maxCPUs = 64
 
+    /// Hash maps: buckets scanned, elements kept, chain length followed, bytes of one key/value.
+    public static let maxHashBuckets = 1 << 16
+    public static let maxHashEntries = 256
+    public static let maxHashChain = 64
+    public static let maxHashKey = 512
+    public static let maxHashValue = 1024
+
     public let space: KernelAddressSpace
     public let layout: ScxLayout.Maps
+    /// Hash map layout (nil: hash maps are read as headers only).
+    public let hash: ScxLayout.Hash?
     /// `__per_cpu_offset[]` (kernel address) and the CPU count, for per-CPU array values.
     public let perCPUOffsets: UInt64?
     public let cpuCount: Int
 
-    public init(space: KernelAddressSpace, layout: ScxLayout.Maps, perCPUOffsets: UInt64? = nil, cpuCount: Int = 0) {
-        self.space = space; self.layout = layout; self.perCPUOffsets = perCPUOffsets; self.cpuCount = cpuCount
+    public init(space: KernelAddressSpace, layout: ScxLayout.Maps, hash: ScxLayout.Hash? = nil,
+                perCPUOffsets: UInt64? = nil, cpuCount: Int = 0) {
+        self.space = space; self.layout = layout; self.hash = hash; self.perCPUOffsets = perCPUOffsets; self.cpuCount = cpuCount
     }
 
     /// The `struct bpf_map *` entries of the IDR at `idr`, in index order.
@@ -64,6 +74,59 @@ public struct BPFMapReader: Sendable {
         }
     }
 
+    /// The header of the `struct bpf_map` at `p` (id, name, type, sizes, flags; no contents).
+    public func readHeader(_ p: UInt64) throws(AddressError) -> BPFMapDump {
+        let L = layout
+        func u32(_ off: Int) throws(AddressError) -> UInt32 { try space.read(UInt32.self, at: p &+ UInt64(off)) }
+        let typeValue = try u32(L.mapType)
+        let typeName = L.typeNames[Int64(typeValue)].map { e -> String in
+            var s = Substring(e)
+            if s.hasPrefix("BPF_MAP_TYPE_") { s = s.dropFirst("BPF_MAP_TYPE_".count) }
+            return s.lowercased()
+        } ?? "type_\(typeValue)"
+        return BPFMapDump(
+            id: try u32(L.id), name: try space.readCString(at: p &+ UInt64(L.name.offset), maxLength: min(L.name.size, 64)),
+            type: typeName, typeValue: typeValue, keySize: try u32(L.keySize), valueSize: try u32(L.valueSize),
+            maxEntries: try u32(L.maxEntries), flags: try u32(L.flags))
+    }
+
+    /// Elements of the hash map at `p` (`struct bpf_htab`): each bucket's `htab_elem` chain
+    /// (an `hlist_nulls` list, ended by a pointer with bit 0 set), key then value rounded up
+    /// to 8 bytes. Bounded: buckets, elements, chain length, bytes per key and value.
+    public func hashEntries(_ p: UInt64, keySize: UInt32, valueSize: UInt32) throws(AddressError) -> (entries: [BPFMapEntry], truncated: Bool) {
+        guard let H = hash else { throw .unmapped(p, why: "the kernel's BTF has no struct bpf_htab / htab_elem layout") }
+        guard keySize >= 1, keySize <= UInt32(Self.maxHashKey) else { throw .unmapped(p, why: "hash key of \(keySize) bytes") }
+        let buckets = try space.readPointer(at: p &+ UInt64(H.buckets))
+        let n = try space.read(UInt32.self, at: p &+ UInt64(H.nBuckets))
+        guard buckets != 0, H.bucketSize > 0 else { return ([], n > 0) }
+        var truncated = n > UInt32(Self.maxHashBuckets)
+        let scan = Int(min(n, UInt32(Self.maxHashBuckets)))
+        let valueOffset = UInt64((Int(keySize) + 7) & ~7)
+        let valueLength = Int(min(valueSize, UInt32(Self.maxHashValue)))
+        if valueSize > UInt32(Self.maxHashValue) { truncated = true }
+        var out: [BPFMapEntry] = []
+        let perChunk = max(1, 4096 / H.bucketSize)
+        var first = 0
+        while first < scan {
+            let count = min(perChunk, scan - first)
+            let table = try space.readBytes(at: buckets &+ UInt64(first * H.bucketSize), count: count * H.bucketSize)
+            for i in 0..<count {
+                guard var e = littleEndianValue(table, offset: i * H.bucketSize + H.bucketHead, size: 8) else { continue }
+                var chain = 0
+                while e != 0, e & 1 == 0 {
+                    guard out.count < Self.maxHashEntries, chain < Self.maxHashChain else { return (out, true) }
+                    chain += 1
+                    let key = try space.readBytes(at: e &+ UInt64(H.elemKey), count: Int(keySize))
+                    let value = try space.readBytes(at: e &+ UInt64(H.elemKey) &+ valueOffset, count: valueLength)
+                    out.append(BPFMapEntry(key: key, value: value))
+                    e = try space.readPointer(at: e &+ UInt64(H.elemNext))
+                }
+            }
+            first += count
+        }
+        return (out, truncated)
+    }
+
     func readMap(_ p: UInt64, btfCache: inout [UInt64: BTF], problems: inout [String]) throws(AddressError) -> BPFMapDump {
         let L = layout
         func u32(_ off: Int) throws(AddressError) -> UInt32 { try space.read(UInt32.self, at: p &+ UInt64(off)) }
@@ -77,6 +140,13 @@ public struct BPFMapReader: Sendable {
             id: try u32(L.id), name: try space.readCString(at: p &+ UInt64(L.name.offset), maxLength: min(L.name.size, 64)),
             type: typeName, typeValue: typeValue, keySize: try u32(L.keySize), valueSize: try u32(L.valueSize),
             maxEntries: try u32(L.maxEntries), flags: try u32(L.flags))
+        if typeName == "hash" || typeName == "lru_hash" {
+            if hash != nil {
+                do { (m.entries, m.entriesTruncated) = try hashEntries(p, keySize: m.keySize, valueSize: m.valueSize) }
+                catch { problems.append("map \(m.name) entries: \(error)") }
+            }
+            return m
+        }
         if typeName == "percpu_array" {
             do { m.perCPUHex = try readPerCPU(p, m) } catch { problems.append("map \(m.name) per-CPU values: \(error)") }
             return m

@@ -46,7 +46,7 @@ extension FailureMonitor {
         frozenReader.readCPUs(count: machine.vcpuCount, into: &dump)
         if let j = ctx.symbols["jiffies"] { dump.jiffies = try? space.read(UInt64.self, at: j) }
         if let maps = ctx.layout.maps, let idr = ctx.symbols["map_idr"] {
-            BPFMapReader(space: space, layout: maps, perCPUOffsets: ctx.symbols["__per_cpu_offset"], cpuCount: machine.vcpuCount)
+            BPFMapReader(space: space, layout: maps, hash: ctx.layout.hash, perCPUOffsets: ctx.symbols["__per_cpu_offset"], cpuCount: machine.vcpuCount)
                 .readAll(idr: idr, into: &dump)
         } else {
             dump.problems.append(ctx.layout.mapsProblem ?? "BPF maps not read: map_idr missing from the agent's symbols")

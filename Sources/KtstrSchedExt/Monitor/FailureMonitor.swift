@@ -18,6 +18,8 @@ public final class FailureMonitor: @unchecked Sendable {
         "scx_root", "page_offset_base", "phys_base", "__start_BTF", "__stop_BTF",
         "__per_cpu_offset", "runqueues", "map_idr", "init_top_pgt", "_text", "_end",
     ] + GuestKallsyms.symbolNames + ["kallsyms_relative_base", "bpf_kallsyms", "jiffies"]
+        // The watchdog override (WatchdogOverride): 7.1+ has the interval, older kernels the timeout.
+        + ["scx_watchdog_interval", "scx_watchdog_timestamp", "scx_watchdog_timeout"]
 
     public struct Options: Sendable {
         public var pollInterval: Duration = .milliseconds(5)
@@ -45,6 +47,10 @@ public final class FailureMonitor: @unchecked Sendable {
         var exit: SchedulerExit?
         /// Freeze/thaw failures outside a capture (the hello-time BTF pause): go into the dump.
         var notes: [String] = []
+        /// The guest kernel, once resolved (live handles read and write through it).
+        var context: KernelContext?
+        /// Host time the exit record or dump was first stored.
+        var exitSeenAt: ContinuousClock.Instant?
     }
 
     let log: Log
@@ -115,6 +121,25 @@ public final class FailureMonitor: @unchecked Sendable {
 
     var stopping: Bool { state.withLock { $0.stop } }
 
+    /// The guest kernel's address space and types, once the monitor has resolved them at
+    /// hello (nil before, and when it could not: `setupProblem`).
+    public var kernelContext: KernelContext? { state.withLock { $0.context } }
+
+    /// When the host first saw the scheduler's exit record (host clock), nil when none.
+    public var exitSeenAt: ContinuousClock.Instant? { state.withLock { $0.exitSeenAt } }
+
+    /// Waits (polling, bounded) until the kernel context is resolved or setup failed.
+    public func waitForContext(timeout: Duration) async -> KernelContext? {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let (ctx, failed, stop) = state.withLock { ($0.context, $0.setupProblem != nil, $0.stop) }
+            if let ctx { return ctx }
+            if failed || stop { return nil }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return nil
+    }
+
     private func run(machine: any Machine, symbols: [String: UInt64], vmlinux: String?) {
         let ctx: KernelContext
         let t0 = ContinuousClock.now
@@ -142,6 +167,7 @@ public final class FailureMonitor: @unchecked Sendable {
             state.withLock { $0.setupProblem = "\(error)" }
             return
         }
+        state.withLock { $0.context = ctx }
         log.info("monitor: watching scx_root after \(ContinuousClock.now - t0) of setup (BTF from \(ctx.btfSource))")
         let reader = ScxReader(space: ctx.space, layout: ctx.layout, symbols: symbols)
         let watch = machine as? ExitKindWatchpoint
@@ -157,6 +183,7 @@ public final class FailureMonitor: @unchecked Sendable {
             if lastSched != 0, current != lastSched {
                 log.debug("monitor: scx_root 0x\(String(lastSched, radix: 16)) -> 0x\(String(current, radix: 16))")
                 if let kind = failureKind(reader, lastSched, ctx.layout) {
+                    state.withLock { if $0.exitSeenAt == nil { $0.exitSeenAt = .now } }
                     let dump = capture(machine: machine, ctx: ctx, reader: reader, sched: lastSched, kind: kind,
                                        detectedBy: "poll (after scx_root changed)")
                     store(dump)
@@ -180,6 +207,7 @@ public final class FailureMonitor: @unchecked Sendable {
                 armedFor = sched
                 if let kind = failureKind(reader, sched, ctx.layout) {
                     let byWatch = state.withLock { $0.watchTriggered }
+                    state.withLock { if $0.exitSeenAt == nil { $0.exitSeenAt = .now } }
                     let dump = capture(machine: machine, ctx: ctx, reader: reader, sched: sched, kind: kind,
                                        detectedBy: byWatch ? "watchpoint" : "poll")
                     store(dump)
@@ -201,6 +229,7 @@ public final class FailureMonitor: @unchecked Sendable {
             var d = dump
             d.problems = s.notes + d.problems
             s.dump = d
+            if s.exitSeenAt == nil { s.exitSeenAt = .now }
             s.exit = SchedulerExit(kind: d.kind, kindValue: d.kindValue, code: d.exitCode, reason: d.reason ?? "",
                                    message: d.message ?? "", source: .memory)
         }
@@ -220,7 +249,7 @@ public final class FailureMonitor: @unchecked Sendable {
               reader.exitInfoSettled(sched: sched, kind: kind) else { return }
         let exit = reader.readExitRecord(sched: sched, kind: kind)
         let changed = state.withLock { s -> Bool in
-            defer { s.exit = exit }
+            defer { s.exit = exit; if s.exitSeenAt == nil { s.exitSeenAt = .now } }
             return s.exit != exit
         }
         if changed { log.debug("monitor: exit record \(exit.kind) (\(kind)) code \(exit.code.map(String.init) ?? "?")") }

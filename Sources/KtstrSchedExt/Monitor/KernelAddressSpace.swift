@@ -91,6 +91,35 @@ public struct KernelAddressSpace: Sendable {
         return out
     }
 
+    /// Stores `bytes` at `kva`, translated page by page like `readBytes` (vmalloc pages are not
+    /// physically contiguous). Every page is translated before the first byte is written, so
+    /// a write that cannot complete writes nothing.
+    public func writeBytes(_ bytes: [UInt8], at kva: UInt64) throws(AddressError) {
+        guard !bytes.isEmpty else { return }
+        guard UInt64(bytes.count) <= UInt64.max - kva else { throw .nonCanonical(kva) }
+        var pieces: [(gpa: UInt64, range: Range<Int>)] = []
+        var done = 0
+        var va = kva
+        while done < bytes.count {
+            let n = min(Int(4096 - (va & 0xFFF)), bytes.count - done)
+            let g = try translate(va)
+            guard memory.contains(g, length: n) else { throw .read(va, .outOfRange(gpa: g, length: n)) }
+            pieces.append((g, done..<(done + n)))
+            done += n
+            va &+= UInt64(n)
+        }
+        for p in pieces {
+            do { try memory.write(bytes[p.range], at: p.gpa) } catch {
+                throw .read(kva, error as? GuestMemoryError ?? .outOfRange(gpa: p.gpa, length: p.range.count))
+            }
+        }
+    }
+
+    /// Stores a little-endian integer at `kva`.
+    public func write<T: FixedWidthInteger>(_ value: T, at kva: UInt64) throws(AddressError) {
+        try writeBytes(withUnsafeBytes(of: value.littleEndian) { Array($0) }, at: kva)
+    }
+
     /// A NUL-terminated string of at most `maxLength` bytes; invalid UTF-8 is repaired.
     public func readCString(at kva: UInt64, maxLength: Int) throws(AddressError) -> String {
         var bytes: [UInt8] = []

@@ -25,6 +25,23 @@ public struct ScxLayout: Sendable {
     public let perCPUProblem: String?
     public let maps: Maps?
     public let mapsProblem: String?
+    /// `struct bpf_htab` → buckets → `htab_elem` chains (kernel/bpf/hashtab.c); nil when the
+    /// kernel's BTF lacks one of them (hash maps then show their header only).
+    public let hash: Hash?
+    /// `scx_sched.watchdog_timeout` (jiffies, 7.1+) and `ops.timeout_ms`; nil on kernels that
+    /// keep the timeout in the `scx_watchdog_timeout` global instead.
+    public let schedWatchdogTimeout: Int?
+    public let schedOpsTimeoutMS: Int?
+
+    public struct Hash: Sendable {
+        /// In `struct bpf_htab`: the bucket array pointer and its length.
+        public let buckets: Int, nBuckets: Int
+        /// `sizeof(struct bucket)`; the chain head (`hlist_nulls_head.first`) is at `bucketHead`.
+        public let bucketSize: Int, bucketHead: Int
+        /// In `struct htab_elem`: `hash_node.next` and the key (the value follows the key,
+        /// rounded up to 8 bytes).
+        public let elemNext: Int, elemKey: Int
+    }
 
     public struct PerCPU: Sendable {
         public let rqNrRunning: Int, rqCurr: Int, rqScxNrRunning: Int
@@ -112,6 +129,12 @@ public struct ScxLayout: Sendable {
             maps = nil
             mapsProblem = "BPF maps not read: \(error)"
         }
+        hash = try? Hash(
+            buckets: btf.offset(of: "buckets", in: "bpf_htab"), nBuckets: btf.offset(of: "n_buckets", in: "bpf_htab"),
+            bucketSize: btf.size(ofTypeNamed: "bucket"), bucketHead: btf.offset(of: "head.first", in: "bucket"),
+            elemNext: btf.offset(of: "hash_node.next", in: "htab_elem"), elemKey: btf.offset(of: "key", in: "htab_elem"))
+        schedWatchdogTimeout = try? btf.offset(of: "watchdog_timeout", in: "scx_sched")
+        schedOpsTimeoutMS = try? btf.offset(of: "ops.timeout_ms", in: "scx_sched")
     }
 
     /// The exit kind's name: from the guest kernel's own enum when known, else the built-in table.
