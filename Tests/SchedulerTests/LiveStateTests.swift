@@ -90,5 +90,11 @@ struct LiveBPFState {
         let enabled = try #require(outcome.schedulerEnabledMillis)
         let exitSeen = try #require(outcome.exitSeenMillis)
         #expect(exitSeen - enabled < 10_000, "exit seen \(exitSeen - enabled) ms after the scheduler enabled; \(report)")
+        // The host's own detector (threshold: half the overridden watchdog) saw it first.
+        #expect(outcome.problems.contains(.hostStallDetected), "\(outcome.problems)")
+        let markers = try #require(outcome.timeline?.markers, "no timeline")
+        let stallAt = try #require(markers.first { $0.kind == .hostStall }?.millis, "no host stall marker: \(markers)")
+        let exitAt = try #require(markers.first { $0.kind == .schedulerExit }?.millis, "no exit marker: \(markers)")
+        #expect(stallAt < exitAt, "host stall at \(stallAt) ms, exit at \(exitAt) ms")
     }
 }

@@ -85,7 +85,7 @@ public enum SchedulerRun {
         monitor.prepare(vmlinux: kernel.vmlinux) // parse BTF during the boot, not at hello
         let monitorQueue = DispatchQueue(label: "ktstr.monitor")
         let machineBox = MachineBox()
-        let sampler = liveSampler(vm, kernel: kernel, log: log)
+        let sampler = liveSampler(vm, kernel: kernel, watchdog: live.watchdogTimeout, log: log)
         let collector = RunCollector(log: log, onMessage: { sampler?.mark(for: $0) }) { syms in
             // Off the reader thread: the monitor may take a while, the pipe must keep draining.
             monitorQueue.async {
@@ -176,10 +176,15 @@ public enum SchedulerRun {
     }
 
     /// The live sampler for `vm` (nil when `sampleIntervalMillis` is 0), with the kernel's HZ.
-    static func liveSampler(_ vm: VMConfig, kernel: KernelArtifacts, log: Log) -> TimelineSampler? {
+    static func liveSampler(_ vm: VMConfig, kernel: KernelArtifacts, watchdog: Duration?, log: Log) -> TimelineSampler? {
         var o = TimelineSampler.Options()
         if let i = vm.sampleIntervalMillis { guard i > 0 else { return nil }; o.intervalMillis = i }
-        if let t = vm.hostStallThresholdMillis { o.stallThresholdMillis = t }
+        if let t = vm.hostStallThresholdMillis {
+            o.stallThresholdMillis = t
+        } else if let w = watchdog {
+            // A shortened kernel watchdog must not beat the host's own detector to it.
+            o.stallThresholdMillis = min(o.stallThresholdMillis, max(100, SchedulerRun.millis(w) / 2))
+        }
         o.hz = TimelineSampler.hz(kernelConfig: kernel.config)
         return TimelineSampler(log: log, options: o)
     }
