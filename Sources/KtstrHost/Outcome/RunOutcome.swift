@@ -31,6 +31,10 @@ public struct RunOutcome: Codable, Sendable {
     /// Port and MMIO accesses no device handled, per port / address (the own VMM counts them;
     /// nil on qemu, which cannot).
     public var unhandledAccesses: UnhandledAccesses?
+    /// The CPU topology the guest kernel reported in its hello (L3 groups, NUMA nodes); nil
+    /// from an agent that does not report it. A difference from the requested topology is a
+    /// `topologyMismatch` problem.
+    public var guestTopology: GuestTopology?
 
     public init(backend: BackendKind, kernelRelease: String? = nil, bootMillis: Int? = nil,
                 wallMillis: Int, schedulerExit: SchedulerExit? = nil, failureDump: FailureDump? = nil,

@@ -28,6 +28,9 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         /// The scheduler exited before the planned duration, so the workload was stopped early
         /// (detail: "<ran> s of the planned <planned> s").
         case workloadCutShort = "workload_cut_short"
+        /// The guest's L3 groups or NUMA nodes differ from the requested topology (detail:
+        /// what was asked and what the guest reported).
+        case topologyMismatch = "topology_mismatch"
     }
 
     public var kind: Kind
@@ -57,6 +60,7 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         case .cancelled: "cancelled: the VM was killed"
         case .schedulerFailedToLoad: "the scheduler failed to load or attach: \(d)"
         case .workloadCutShort: "the workload was cut short at \(d) because the scheduler exited"
+        case .topologyMismatch: "topology mismatch: \(d)"
         }
     }
 
