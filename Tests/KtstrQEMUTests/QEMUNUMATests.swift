@@ -78,6 +78,20 @@ struct QEMUNUMABootTests {
                                   channel: { collector.channelBytes($0) }), log: .silent)
         defer { m.kill(); withExtendedLifetime(initrd) {} }
         try m.start()
+        // Both nodes' RAM files: qemu holds them as fds 3 and 9, unlinked; the sh wrapper and
+        // its watchdog hold neither; nothing of the run is in /dev/shm.
+        let group = try #require(m.processGroup)
+        let members = QEMUPrivacyTests.members(of: group)
+        let qemu = try #require(members.first { QEMUPrivacyTests.command(of: $0).hasPrefix("qemu-system") })
+        for fd in ["3", "9"] {
+            let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(qemu)/fd/\(fd)")) ?? ""
+            #expect(target.hasPrefix("/dev/shm/\(m.instanceName)") && target.hasSuffix("(deleted)"), "qemu fd \(fd): \(target)")
+        }
+        for pid in members where pid != qemu {
+            let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+            #expect(!fds.contains("3") && !fds.contains("9"), "\(QEMUPrivacyTests.command(of: pid)) \(pid) holds \(fds)")
+        }
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm")) ?? []).allSatisfy { !$0.hasPrefix(m.instanceName) })
         let deadline = ContinuousClock.now + .seconds(150)
         while collector.snapshot.helloAt == nil, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
         try #require(collector.snapshot.helloAt != nil, "no hello: \(collector.consoleTail.suffix(1000)) \(m.qemuStderr)")

@@ -26,3 +26,22 @@ struct GuestTopologyVisibility {
         #expect(outcome.problems.isEmpty, "\(outcome.problems)")
     }
 }
+
+/// The failure monitor reads a NUMA guest's RAM (one file per node, joined in one mapping):
+/// a BPF error on the 2-node topology is dumped like on one node, with the per-CPU data of
+/// all four vCPUs (runqueues live in each node's memory).
+@Suite(.ktstr(memoryMiB: 512, topology: .twoNodes))
+struct NUMAFailureDump {
+    @Test func bpfErrorOnTwoNodesIsDumped() async throws {
+        let outcome = try await Ktstr.run(scheduler: .fault("--error-after", "100"), workload: .spinners(4))
+        outcome.expectSchedulerExit(.errorBPF, messageContains: "ktstr fault: error after 100 enqueues")
+        let dump = try #require(outcome.failureDump, "no failure dump; problems: \(outcome.problems)")
+        #expect(dump.kind == .errorBPF)
+        #expect(dump.registers.map(\.cpu) == [0, 1, 2, 3])
+        #expect(dump.cpus.count == 4)
+        #expect(dump.backtrace.compactMap(\.symbol).contains { $0.hasPrefix("scx_bpf_error_bstr+") }, "\(dump.backtrace)")
+        #expect(dump.map(named: ".bss")?.variable("ktstr_knob_error_after")?.integer == 100)
+        #expect(dump.problems.isEmpty, "\(dump.problems)")
+        #expect(outcome.guestTopology?.numaNodes == ["0-1", "2-3"])
+    }
+}
