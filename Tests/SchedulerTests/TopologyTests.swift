@@ -16,6 +16,16 @@ struct GuestTopologyVisibility {
         outcome.expectAllWorkersRan()
     }
 
+    /// Every preset: scx_simple runs, and the guest sees exactly the requested L3 groups and
+    /// nodes (a mismatch would be a problem). Test names show the preset ("2llc").
+    @Test(arguments: [Topology.single, .flat2, .twoLLCs, .twoNodes, .smtPairs])
+    func everyPresetIsWhatTheGuestSees(_ topology: Topology) async throws {
+        let outcome = try await Ktstr.run(scheduler: .simple, workload: .spinners(4), duration: .seconds(1), topology: topology)
+        outcome.expectNoSchedulerError()
+        outcome.expectAllWorkersRan()
+        #expect(outcome.guestTopology == topology.expectedGuestTopology)
+    }
+
     /// Two LLCs of two cores: two L3 sharing groups, one node.
     @Test(.ktstr(topology: .twoLLCs))
     func twoLLCsAreTwoL3Groups() async throws {
