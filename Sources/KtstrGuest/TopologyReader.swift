@@ -4,11 +4,12 @@ import KtstrProtocol
 /// What the guest kernel says about its CPU topology, for the hello: the distinct L3 sharing
 /// groups and each NUMA node's CPUs, as sysfs CPU lists.
 enum TopologyReader {
-    static func read(cpus: Int) -> GuestTopology {
+    /// `root`: sysfs' `devices/system` (a directory tree in tests).
+    static func read(cpus: Int, root: String = "/sys/devices/system") -> GuestTopology {
         var groups: [(first: Int, list: String)] = []
         var seen: Set<String> = []
         for cpu in 0..<min(max(cpus, 0), 4096) {
-            let cache = "/sys/devices/system/cpu/cpu\(cpu)/cache"
+            let cache = "\(root)/cpu/cpu\(cpu)/cache"
             // The L3 is the index whose level is 3 (index3 on x86, but do not rely on it).
             for index in 0..<10 {
                 guard let level = Sys.readText("\(cache)/index\(index)/level", limit: 16) else { break }
@@ -20,8 +21,8 @@ enum TopologyReader {
         }
         var nodes: [String] = []
         for node in 0..<1024 {
-            guard let list = Sys.readText("/sys/devices/system/node/node\(node)/cpulist", limit: 4096) else {
-                if node > 0 && !Sys.exists("/sys/devices/system/node/node\(node + 1)") { break }
+            guard let list = Sys.readText("\(root)/node/node\(node)/cpulist", limit: 4096) else {
+                if !Sys.exists("\(root)/node/node\(node + 1)") { break }  // a gap of two ends the scan
                 continue
             }
             nodes.append(trimmed(list))
