@@ -38,7 +38,8 @@ enum Agent {
         let syms = Kallsyms.lookup(plan.kallsyms)
         let addresses = Dictionary(syms.compactMap { name, hex in UInt64(hex, radix: 16).map { (name, $0) } },
                                    uniquingKeysWith: { a, _ in a })
-        Channel.send(.hello(release: release, cpus: sysconf(Int32(_SC_NPROCESSORS_ONLN)), kallsyms: addresses),
+        let cpus = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        Channel.send(.hello(release: release, cpus: cpus, kallsyms: addresses, topology: TopologyReader.read(cpus: cpus)),
                      extra: [("millis", .int(Sys.nowMillis() - t0))])
 
         var sched: pid_t?

@@ -82,6 +82,39 @@ public final class GuestMemory: @unchecked Sendable {
         return GuestMemory(regions: regions, mappings: maps)
     }
 
+    /// Guest RAM that another process (qemu) backs with several files, one after the other in
+    /// its RAM address space (`backing`: each fd's RAM offset and size; NUMA nodes), placed in
+    /// guest-physical space by `layout` (`fileOffset` = RAM offset). Each layout region is one
+    /// contiguous host mapping, even where it spans two files, so reads across a node
+    /// boundary work. The fds stay the caller's.
+    public static func mapFiles(backing: [(fd: Int32, ramOffset: UInt64, size: UInt64)],
+                                layout: [(gpa: UInt64, size: UInt64, fileOffset: UInt64)]) throws -> GuestMemory {
+        var regions: [Region] = []
+        var maps: [(UnsafeMutableRawPointer, Int)] = []
+        func fail(_ what: String, _ e: Int32) -> GuestMemoryError {
+            for (q, n) in maps { munmap(q, n) }
+            return GuestMemoryError.mapFailed(what: what, errno: e)
+        }
+        for (gpa, size, off) in layout where size > 0 {
+            // Reserve the region's address range, then map each file's share over it.
+            guard let base = mmap(nil, Int(size), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+                  base != MAP_FAILED else { throw fail("\(size >> 20) MiB of address space", errno) }
+            maps.append((base, Int(size)))
+            var covered: UInt64 = 0
+            for b in backing {
+                let lo = max(off, b.ramOffset), hi = min(off + size, b.ramOffset + b.size)
+                guard lo < hi else { continue }
+                let p = mmap(base + Int(lo - off), Int(hi - lo), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                             b.fd, off_t(lo - b.ramOffset))
+                guard let p, p != MAP_FAILED else { throw fail("guest RAM fd \(b.fd)", errno) }
+                covered += hi - lo
+            }
+            guard covered == size else { throw fail("guest RAM at \(String(gpa, radix: 16)): backing covers \(covered) of \(size) bytes", EINVAL) }
+            regions.append(Region(guestPhysical: gpa, size: size, host: base))
+        }
+        return GuestMemory(regions: regions, mappings: maps)
+    }
+
     /// Host pointer for `[gpa, gpa+length)`, which must lie inside one region.
     public func hostAddress(of gpa: UInt64, length: Int = 1) throws -> UnsafeMutableRawPointer {
         guard length >= 0 else { throw GuestMemoryError.outOfRange(gpa: gpa, length: length) }

@@ -2,7 +2,9 @@
 /// it with `line(extra:)`, the host reads it with `parse(_:)`; the type names and fields live
 /// only here.
 public enum AgentMessage: Sendable, Equatable {
-    case hello(release: String, cpus: Int, kallsyms: [String: UInt64])
+    /// `topology`: what the guest kernel reports (optional fields `l3Groups`, `numaNodes`;
+    /// nil from an agent that does not send them).
+    case hello(release: String, cpus: Int, kallsyms: [String: UInt64], topology: GuestTopology? = nil)
     case schedulerStarted(pid: Int)
     case schedulerEnabled(millis: Int)
     /// The exit as the agent could read it; `exit.source` is `loader` or `kmsg`.
@@ -40,7 +42,7 @@ public enum AgentMessage: Sendable, Equatable {
             for (k, v) in obj["kallsyms"]?.object ?? [] {
                 if let s = v.string, let a = UInt64(s, radix: 16) { syms[k] = a }
             }
-            return .hello(release: str("release"), cpus: obj["cpus"]?.int ?? 0, kallsyms: syms)
+            return .hello(release: str("release"), cpus: obj["cpus"]?.int ?? 0, kallsyms: syms, topology: GuestTopology.from(obj))
         case .schedStarted: return .schedulerStarted(pid: obj["pid"]?.int ?? 0)
         case .schedEnabled: return .schedulerEnabled(millis: obj["millis"]?.int ?? 0)
         case .schedExit:
@@ -68,9 +70,10 @@ public enum AgentMessage: Sendable, Equatable {
     public func json(extra: [(String, JSON)] = []) -> JSON {
         let (type, fields): (String, [(String, JSON)])
         switch self {
-        case let .hello(release, cpus, kallsyms):
+        case let .hello(release, cpus, kallsyms, topology):
             let syms = kallsyms.sorted { $0.key < $1.key }.map { ($0.key, JSON.string(String($0.value, radix: 16))) }
-            (type, fields) = (Tag.hello.rawValue, [("release", .string(release)), ("cpus", .int(cpus)), ("kallsyms", .object(syms))])
+            (type, fields) = (Tag.hello.rawValue, [("release", .string(release)), ("cpus", .int(cpus)), ("kallsyms", .object(syms))]
+                                 + (topology?.fields ?? []))
         case let .schedulerStarted(pid): (type, fields) = (Tag.schedStarted.rawValue, [("pid", .int(pid))])
         case let .schedulerEnabled(millis): (type, fields) = (Tag.schedEnabled.rawValue, [("millis", .int(millis))])
         case let .schedulerExit(e):

@@ -78,7 +78,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     private var exitStatus: Int32?
     private var killedByUs = false
     private var memory: GuestMemory?
-    private var memFD: Int32 = -1
+    private var memFDs: [Int32] = []
     private var watchdogWrite: Int32 = -1
     private var qmp: QMPClient?
     private var readers: [Thread] = []
@@ -116,14 +116,34 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     /// The fd qemu inherits its end of the QMP socketpair as.
     static let qmpFD: Int32 = 8
 
+    /// The fd qemu inherits node `n`'s RAM file as: 3 for node 0 (and without NUMA), 9 for
+    /// node 1, then 10, 11, … (dash redirects only single-digit fds, so the wrapper cannot
+    /// close fds from 10 on in its own copies; they are unlinked 0600 RAM files of this user).
+    static func memoryFD(node n: Int) -> Int32 { n == 0 ? 3 : Int32(8 + n) }
+
     /// qemu's argument vector (without the binary), fds 3..6 and 8 as set up by `start()`.
     public func arguments() -> [String] {
         let t = config.topology
         var a = ["-name", instanceName,
                  "-accel", config.accelerator == .tcg ? "tcg,thread=\(config.tcgThreads.rawValue)" : "kvm",
-                 "-M", "pc,memory-backend=ktstr-mem",
-                 "-object", "memory-backend-file,id=ktstr-mem,size=\(config.memoryMiB)M,mem-path=/proc/self/fd/3,share=on",
-                 "-m", "\(config.memoryMiB)M",
+                 "-M", t.numaNodes > 1 ? "pc" : "pc,memory-backend=ktstr-mem"]
+        // Guest RAM: one shared file backend; with NUMA one per node (qemu 7.2's
+        // memory-backend-file has no offset=, so each node has its own file and fd). qemu lays
+        // the nodes' RAM out one after the other (QEMUMemoryLayout.pc).
+        if t.numaNodes > 1 {
+            let sizes = t.nodeMemoryMiB(config.memoryMiB)
+            for n in 0..<t.numaNodes {
+                a += ["-object", "memory-backend-file,id=ktstr-mem\(n),size=\(sizes[n])M,mem-path=/proc/self/fd/\(Self.memoryFD(node: n)),share=on"]
+            }
+            for (n, cpus) in t.nodeCPUs.enumerated() {
+                a += ["-numa", "node,nodeid=\(n),cpus=\(cpus.lowerBound)-\(cpus.upperBound),memdev=ktstr-mem\(n)"]
+            }
+        } else {
+            a += ["-object", "memory-backend-file,id=ktstr-mem,size=\(config.memoryMiB)M,mem-path=/proc/self/fd/3,share=on"]
+        }
+        // Each LLC is a socket: qemu's CPUID leaf 4 shares the L3 per socket (die), so the
+        // guest sees one L3 sharing group per LLC.
+        a += ["-m", "\(config.memoryMiB)M",
                  "-smp", "\(t.vcpuCount),sockets=\(t.llcs),cores=\(t.coresPerLLC),threads=\(t.threadsPerCore)",
                  "-nographic", "-nodefaults", "-no-reboot", "-no-user-config",
                  "-kernel", config.kernelPath,
@@ -143,14 +163,14 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     }
 
     /// Runs qemu under sh: the watchdog reads stdin (fd 7 after the dup) and kills qemu at EOF.
-    /// Only qemu keeps fds 3..6 and 8, so qemu's exit closes the QMP socket and the pipes.
+    /// Only qemu keeps fds 3..6, 8 and 9 (RAM of NUMA node 1), so qemu's exit closes the QMP socket and the pipes.
     static let wrapper = """
         exec 7<&0
         "$@" </dev/null &
         q=$!
-        { exec 3<&- 4>&- 5>&- 6<&- 8<&-; read -r _ <&7; kill -9 $q; } >/dev/null 2>&1 &
+        { exec 3<&- 4>&- 5>&- 6<&- 8<&- 9<&-; read -r _ <&7; kill -9 $q; } >/dev/null 2>&1 &
         w=$!
-        exec 3<&- 4>&- 5>&- 6<&- 7<&- 8<&-
+        exec 3<&- 4>&- 5>&- 6<&- 7<&- 8<&- 9<&-
         wait $q
         rc=$?
         kill $w 2>/dev/null
@@ -165,17 +185,21 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         let unique = instanceName
         let ramBytes = UInt64(config.memoryMiB) << 20
 
-        // Guest RAM: a /dev/shm file unlinked at once; qemu and we keep it through fds.
-        let shm = "/dev/shm/\(unique)"
-        let mfd = open(shm, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard mfd >= 0 else { throw QEMUError.setup("cannot create \(shm): \(String(cString: strerror(errno)))") }
-        unlink(shm)
-        guard ftruncate(mfd, off_t(ramBytes)) == 0 else {
-            let e = errno
-            close(mfd)
-            throw QEMUError.setup("cannot size guest RAM to \(config.memoryMiB) MiB in /dev/shm: \(String(cString: strerror(e)))")
+        // Guest RAM: a /dev/shm file per NUMA node (one without NUMA), unlinked at once; qemu
+        // and we keep them through fds.
+        let nodeMiB = config.topology.nodeMemoryMiB(config.memoryMiB)
+        for (n, mib) in nodeMiB.enumerated() {
+            let shm = "/dev/shm/\(unique)" + (n == 0 ? "" : "-n\(n)")
+            let mfd = open(shm, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            guard mfd >= 0 else { closeFDs(); throw QEMUError.setup("cannot create \(shm): \(String(cString: strerror(errno)))") }
+            unlink(shm)
+            memFDs.append(mfd)
+            guard ftruncate(mfd, off_t(mib) << 20) == 0 else {
+                let e = errno
+                closeFDs()
+                throw QEMUError.setup("cannot size guest RAM to \(config.memoryMiB) MiB in /dev/shm: \(String(cString: strerror(e)))")
+            }
         }
-        memFD = mfd
 
         // pipe2 is not in the Glibc module: pipe + FD_CLOEXEC under the lock our spawns take,
         // so no concurrently started qemu inherits these ends.
@@ -199,18 +223,25 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         let err = try pair({ pipe($0) }, "pipe"), dog = try pair({ pipe($0) }, "pipe")
         // QMP: a connected pair, ours and qemu's; no socket anyone else could connect to.
         let qmpPair = try pair({ socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, $0) }, "socketpair")
-        let memory = try GuestMemory.mapFile(path: "/proc/self/fd/\(mfd)", layout: QEMUMemoryLayout.pc(ramBytes: ramBytes))
+        var ramOffset: UInt64 = 0
+        let backing = zip(memFDs, nodeMiB).map { fd, mib in
+            defer { ramOffset += UInt64(mib) << 20 }
+            return (fd: fd, ramOffset: ramOffset, size: UInt64(mib) << 20)
+        }
+        let memory = try GuestMemory.mapFiles(backing: backing, layout: QEMUMemoryLayout.pc(ramBytes: ramBytes))
 
         // The child's fd table: target fd -> our fd. The dup2s run in order in the child, so a
-        // source numbered below 10 could be overwritten by an earlier one: use copies ≥ 10.
-        var targets: [(Int32, Int32)] = [(0, dog.0), (1, err.1), (2, err.1), (3, mfd), (4, con.1), (5, chan.1),
+        // source numbered below a target could be overwritten by an earlier one: use copies ≥ 64
+        // (targets are 0..9, and 10+ for NUMA nodes beyond the second).
+        var targets: [(Int32, Int32)] = [(0, dog.0), (1, err.1), (2, err.1), (4, con.1), (5, chan.1),
                                          (Self.qmpFD, qmpPair.1)]
+        for (n, fd) in memFDs.enumerated() { targets.append((Self.memoryFD(node: n), fd)) }
         if let initrd = config.initrdFD { targets.append((6, initrd)) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         for (target, fd) in targets {
-            let copy = fcntl(fd, F_DUPFD_CLOEXEC, 10)
+            let copy = fcntl(fd, F_DUPFD_CLOEXEC, 64)
             guard copy >= 0 else { throw QEMUError.setup("fcntl(F_DUPFD_CLOEXEC): \(String(cString: strerror(errno)))") }
             open.append(copy)
             posix_spawn_file_actions_adddup2(&actions, copy, target)
@@ -392,7 +423,8 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         state.lock()
         defer { state.unlock() }
         closeWatchdogLocked()
-        if memFD >= 0 { close(memFD); memFD = -1 }
+        memFDs.forEach { close($0) }
+        memFDs = []
         qmp = nil
     }
 }

@@ -67,3 +67,8 @@ extension RunOutcome {
 extension RunOutcome: CustomTestStringConvertible {
     public var testDescription: String { "RunOutcome(\(backend.rawValue): \(exitSummary))" }
 }
+
+extension Topology: CustomTestStringConvertible {
+    /// The preset name ("2llc") where there is one, else "LxCxT" / "NnLxCxT".
+    public var testDescription: String { presetName ?? description }
+}

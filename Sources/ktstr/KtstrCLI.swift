@@ -9,7 +9,7 @@ import KtstrFixtures
 @main
 struct KtstrCLI {
     static let commands: [CLICommand] = [
-        DemoCommand(), RunCommand(), BootCommand(), KernelCommand(), SetupCommand(), DoctorCommand(), BenchCommand(), SchedulersCommand(),
+        DemoCommand(), RunCommand(), BootCommand(), KernelCommand(), SetupCommand(), DoctorCommand(), BenchCommand(), SchedulersCommand(), GauntletCommand(),
     ]
 
     static func usage() -> String {

@@ -14,7 +14,7 @@ struct RunCommand: CLICommand {
     let help = """
         USAGE: ktstr run [--scheduler simple|fault|none|PATH] [--scheduler-args "ARGS"]
                          [--workload spinners:4|sleepers:4|pingpong:1|forkstorm:2|idle]
-                         [--cpus N] [--memory MiB] [--duration S] [--timeout S]
+                         [--cpus N | --topology T] [--memory MiB] [--duration S] [--timeout S]
                          [--backend auto|kvm|qemu|qemu-tcg] [--kernel PATH] [--artifacts DIR] [--json]
                          [--timeline FILE.svg]
                          [--bpf-set MAP.VAR=VALUE@SECONDS]... [--watchdog-timeout S]
@@ -22,8 +22,9 @@ struct RunCommand: CLICommand {
         Boots the guest kernel, starts the scheduler, runs the workload for --duration seconds
         (default 3), stops the scheduler and reports how it exited. Exit status 0 whenever the
         run completed, whatever the scheduler did; 1 when the run itself could not happen;
-        2 for a usage error. Ctrl-C or SIGTERM stops the VM, says where the run was and exits
-        130 / 143. --json prints the RunOutcome as JSON on stdout (also the partial one after
+        2 for a usage error. --topology takes a preset (1x1x1, 1x2x1, 2llc, 2numa, smt) or
+        LxCxT / NnLxCxT (N NUMA nodes, L LLCs, C cores per LLC, T threads per core) instead of
+        --cpus. Ctrl-C or SIGTERM stops the VM, says where the run was and exits 130 / 143. --json prints the RunOutcome as JSON on stdout (also the partial one after
         Ctrl-C); progress goes to stderr. --timeline FILE.svg draws what the host sampled from
         the guest's runqueues (one lane per CPU: running task, nr_running, markers) into FILE;
         a run without a timeline (older agent, no monitor) says so on stderr and exits 1.
@@ -38,6 +39,7 @@ struct RunCommand: CLICommand {
         let schedArgs = (try args.option("scheduler-args") ?? "").split(separator: " ").map(String.init)
         let workload = try Self.parseWorkload(try args.option("workload") ?? "spinners:2")
         let cpus = try args.intOption("cpus") ?? 2
+        let topologyName = try args.option("topology")
         let memory = try args.intOption("memory") ?? 512
         let duration = try args.doubleOption("duration") ?? 3
         let timeout = try args.doubleOption("timeout") ?? 180
@@ -71,8 +73,15 @@ struct RunCommand: CLICommand {
         // Checked before the progress line so a bad --kernel prints one line and exits 1.
         if let kernel { try KernelImage.validate(path: kernel) }
         if let timelineFile { try Self.checkWritable(timelineFile) }
-        let vm = VMConfig(cpus: cpus, memoryMiB: memory, kernel: kernel, backend: backend, timeoutSeconds: timeout)
-        Progress.step("booting \(cpus) vCPUs / \(memory) MiB, scheduler \(schedName), workload \(workload.kind.rawValue)×\(workload.count) for \(duration) s")
+        var topology: Topology?
+        if let topologyName {
+            guard let t = Topology(named: topologyName), (1...64).contains(t.vcpuCount) else {
+                throw CLIError("--topology must be a preset (\(Topology.presets.map(\.name).joined(separator: ", "))) or LxCxT / NnLxCxT with 1...64 vCPUs, not '\(topologyName)'", status: 2)
+            }
+            topology = t
+        }
+        let vm = VMConfig(cpus: cpus, memoryMiB: memory, topology: topology, kernel: kernel, backend: backend, timeoutSeconds: timeout)
+        Progress.step("booting \(vm.cpus) vCPUs (\(vm.topology)) / \(memory) MiB, scheduler \(schedName), workload \(workload.kind.rawValue)×\(workload.count) for \(duration) s")
         let run: (value: RunOutcome, signal: Int32?)
         do {
             run = try await Interruption.run {
@@ -166,6 +175,9 @@ struct RunCommand: CLICommand {
     static func summary(_ o: RunOutcome) -> String {
         var s = "backend       \(o.backend.rawValue)\n"
         s += "kernel        \(o.kernelRelease ?? "?")\n"
+        if let t = o.guestTopology {
+            s += "topology      L3 groups \(t.l3Groups.joined(separator: " ")), NUMA nodes \(t.numaNodes.joined(separator: " "))\n"
+        }
         s += "boot          \(o.bootMillis.map { "\($0) ms" } ?? "-")   wall \(o.wallMillis) ms   machine \(o.machineExit)\n"
         if let e = o.schedulerExit {
             s += "exit          \(e.kind) (\(e.kindValue.map(String.init) ?? "?")) code \(e.code.map(String.init) ?? "unknown")"

@@ -48,6 +48,10 @@ public struct RunOutcome: Codable, Sendable {
     public var exitSeenMillis: Int?
     /// What `watchdogTimeout` did (nil when not asked for).
     public var watchdogOverride: WatchdogOverride.Report?
+    /// The CPU topology the guest kernel reported in its hello (L3 groups, NUMA nodes); nil
+    /// from an agent that does not report it. A difference from the requested topology is a
+    /// `topologyMismatch` problem.
+    public var guestTopology: GuestTopology?
 
     public init(backend: BackendKind, kernelRelease: String? = nil, bootMillis: Int? = nil,
                 wallMillis: Int, schedulerExit: SchedulerExit? = nil, failureDump: FailureDump? = nil,

@@ -35,6 +35,9 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         /// The live handle (`during:` closure, watchdog override) failed or could not start
         /// (detail: why).
         case liveHandle = "live_handle"
+        /// The guest's L3 groups or NUMA nodes differ from the requested topology (detail:
+        /// what was asked and what the guest reported).
+        case topologyMismatch = "topology_mismatch"
     }
 
     public var kind: Kind
@@ -66,6 +69,7 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         case .workloadCutShort: "the workload was cut short at \(d) because the scheduler exited"
         case .hostStallDetected: "the host saw a stall: \(d)"
         case .liveHandle: "live: \(d)"
+        case .topologyMismatch: "topology mismatch: \(d)"
         }
     }
 

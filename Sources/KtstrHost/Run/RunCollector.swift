@@ -41,7 +41,7 @@ final class RunCollector: @unchecked Sendable {
         for line in splitter.feed(b) {
             guard let m = AgentMessage.parse(Substring(line)) else { continue }
             log.debug("agent (+\(SchedulerRun.millis(ContinuousClock.now - created)) ms): \(line.count > 400 ? line.prefix(200) + " … " + line.suffix(150) : Substring(line))")
-            if case let .hello(_, _, syms) = m, helloAt == nil {
+            if case let .hello(_, _, syms, _) = m, helloAt == nil {
                 helloAt = .now
                 hello = syms
             }

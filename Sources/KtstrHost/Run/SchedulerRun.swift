@@ -155,6 +155,7 @@ public enum SchedulerRun {
         var outcome = assemble(collector: collector, backend: decision.backend, started: started, wall: wall,
                                exit: exit, dump: dump, memoryExit: monitor.schedulerExit, expectScheduler: sched != nil)
         outcome.requestedWorkers = min(workload.count, 256) * (workload.kind == .pingPong ? 2 : 1)
+        outcome.checkTopology(requested: vm.topology)
         // A monitor that could not even start must not look like "no failure happened".
         if dump == nil, let why = monitor.setupProblem { outcome.problems.append(RunProblem(.failureMonitorUnavailable, why)) }
         if let sampled { outcome.addTimeline(sampled.timeline, stalls: sampled.stalls) }
@@ -223,7 +224,7 @@ public enum SchedulerRun {
         var failedToLoad: String?, noExitInformation: String?
         for m in snap.messages {
             switch m {
-            case let .hello(release, _, _): o.kernelRelease = release
+            case let .hello(release, _, _, topology): o.kernelRelease = release; o.guestTopology = topology
             case let .schedulerExit(e): agentExit = e
             case let .workers(w): o.workers = w
             case let .log(_, text): o.schedulerLog = text

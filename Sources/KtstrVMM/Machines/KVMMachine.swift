@@ -78,9 +78,12 @@ public final class KVMMachine: RunnerBackedMachine, @unchecked Sendable {
         try system.requireBasics()
         let mask = config.cpuidMask.resolve()
         let cmdline = KernelCommandLine(extra: (mask.kernelParameters + [config.commandLineExtra]).joined(separator: " "))
-        let memory = try GuestMemory.anonymous(layout: BootLayout.ramRegions(memoryBytes: memoryBytes))
+        let ram = BootLayout.ramRegions(memoryBytes: memoryBytes)
+        let memory = try GuestMemory.anonymous(layout: ram)
+        // NUMA: SRAT/SLIT tell the kernel which vCPUs and RAM ranges form each node.
+        let numa = config.topology.numaNodes > 1 ? ACPITables.NUMA(topology: config.topology, ramRegions: ram) : nil
         let loaded = try KVMLinuxBoot.loadGuest(image: image, memoryBytes: memoryBytes, initrd: config.initrd,
-                                                commandLine: cmdline, apicIDs: ids, into: memory)
+                                                commandLine: cmdline, apicIDs: ids, numa: numa, into: memory)
         config.log.debug("kvm: entry 0x\(String(loaded.entry, radix: 16)), initrd \(loaded.initrd.map { "at 0x\(String($0.address, radix: 16)) (\($0.size) bytes)" } ?? "none"), cpuid mask \(mask.name)")
 
         let vm = try system.createVM(memory: memory)

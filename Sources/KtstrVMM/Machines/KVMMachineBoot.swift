@@ -14,7 +14,7 @@ enum KVMLinuxBoot {
 
     /// Writes everything the kernel expects into `mem`.
     static func loadGuest(image: KernelImage, memoryBytes: UInt64, initrd: [UInt8]?, commandLine: KernelCommandLine,
-                          apicIDs: [UInt32], into mem: GuestMemory) throws -> Loaded {
+                          apicIDs: [UInt32], numa: ACPITables.NUMA? = nil, into mem: GuestMemory) throws -> Loaded {
         let entry = try image.load(into: mem)
         var bp = BootParams(header: image.setupHeader)
 
@@ -40,7 +40,7 @@ enum KVMLinuxBoot {
         try mem.write(GDT.bytes, at: BootLayout.gdt)
         try mem.fill(0, at: BootLayout.idt, count: 8)
         try mem.write(try MPTable.build(apicIDs: apicIDs), at: BootLayout.mpTable)
-        try mem.write(ACPITables.build(apicIDs: apicIDs), at: BootLayout.acpi)
+        try mem.write(ACPITables.build(apicIDs: apicIDs, numa: numa), at: BootLayout.acpi)
         return Loaded(entry: entry, commandLine: commandLine.description, initrd: placed)
     }
 

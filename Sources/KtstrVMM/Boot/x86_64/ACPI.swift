@@ -1,6 +1,7 @@
 import KtstrMachine
 
-/// Minimal ACPI tables that describe the CPUs and the IOAPIC: RSDP (v2) → XSDT → MADT.
+/// Minimal ACPI tables that describe the CPUs and the IOAPIC: RSDP (v2) → XSDT → MADT (and
+/// SRAT + SLIT for a NUMA topology).
 /// Kernels built without CONFIG_X86_MPPARSE (Debian's cloud flavour) find CPUs only here.
 ///
 /// Deliberately no FADT: a hardware-reduced FADT (the usual way to say "no PM hardware")
@@ -15,23 +16,105 @@ public enum ACPITables {
     static let oemTableID = Array("SWIFTVMM".utf8)    // 8 bytes
     static let creatorID = Array("KTSR".utf8)
 
-    /// Bytes to write at `base` (16-byte aligned, below 4 GiB); the RSDP is at `base`.
+    /// NUMA affinity for SRAT and SLIT: each vCPU's node (same order as `apicIDs`) and the
+    /// guest-physical RAM ranges of each node.
+    public struct NUMA: Sendable, Equatable {
+        public var nodeOfCPU: [Int]
+        public var memory: [(base: UInt64, size: UInt64, node: Int)]
+        public var nodeCount: Int { (nodeOfCPU + memory.map(\.node)).max().map { $0 + 1 } ?? 1 }
+
+        public init(nodeOfCPU: [Int], memory: [(base: UInt64, size: UInt64, node: Int)]) {
+            self.nodeOfCPU = nodeOfCPU; self.memory = memory
+        }
+
+        /// `topology`'s nodes over RAM laid out as `ramRegions`: each node gets its share of the
+        /// RAM bytes (Topology.nodeMemoryMiB) in order, split where a share crosses a gap.
+        public init(topology: Topology, ramRegions: [(gpa: UInt64, size: UInt64)]) {
+            let total = ramRegions.reduce(0) { $0 + $1.size }
+            let mib = Int(total >> 20)
+            var shares = topology.nodeMemoryMiB(mib).map { UInt64($0) << 20 }
+            shares[shares.count - 1] += total - (UInt64(mib) << 20)
+            var memory: [(base: UInt64, size: UInt64, node: Int)] = []
+            var node = 0, left = shares[0]
+            for r in ramRegions {
+                var at = r.gpa, rest = r.size
+                while rest > 0 {
+                    while left == 0 && node + 1 < shares.count { node += 1; left = shares[node] }
+                    let n = node + 1 == shares.count ? rest : min(rest, left)
+                    memory.append((at, n, node))
+                    at += n; rest -= n; left -= min(left, n)
+                }
+            }
+            self.init(nodeOfCPU: (0..<topology.vcpuCount).map(topology.node(ofCPU:)), memory: memory)
+        }
+
+        public static func == (a: NUMA, b: NUMA) -> Bool {
+            a.nodeOfCPU == b.nodeOfCPU && a.memory.elementsEqual(b.memory) { $0 == $1 }
+        }
+    }
+
+    /// Bytes to write at `base` (16-byte aligned, below 4 GiB); the RSDP is at `base`. With
+    /// `numa`, an SRAT (CPU and memory affinity) and a SLIT (distances 10 local, 20 remote) too.
     public static func build(apicIDs: [UInt32], base: UInt64 = BootLayout.acpi,
                              ioapicID: UInt8? = nil, ioapicAddress: UInt32 = BootLayout.ioapic,
-                             lapicAddress: UInt32 = BootLayout.lapic) -> [UInt8] {
+                             lapicAddress: UInt32 = BootLayout.lapic, numa: NUMA? = nil) -> [UInt8] {
         let madt = madt(apicIDs: apicIDs, ioapicID: ioapicID ?? UInt8(truncatingIfNeeded: (apicIDs.max() ?? 0) + 1),
                         ioapicAddress: ioapicAddress, lapicAddress: lapicAddress)
+        var tables = [madt]
+        if let numa { tables += [srat(apicIDs: apicIDs, numa: numa), slit(nodes: numa.nodeCount)] }
         let xsdtOff = 48
-        let madtOff = xsdtOff + 48
-        var xsdtBody = [UInt8](repeating: 0, count: 8)
-        xsdtBody.putLE(base + UInt64(madtOff), at: 0)
+        var xsdtBody = [UInt8](repeating: 0, count: 8 * tables.count)
+        var offsets: [Int] = []
+        var at = xsdtOff + 36 + xsdtBody.count
+        for t in tables {
+            at = (at + 7) & ~7
+            offsets.append(at)
+            at += t.count
+        }
+        for (i, off) in offsets.enumerated() { xsdtBody.putLE(base + UInt64(off), at: 8 * i) }
         let xsdt = table("XSDT", revision: 1, body: xsdtBody)
 
-        var out = [UInt8](repeating: 0, count: madtOff + madt.count)
+        var out = [UInt8](repeating: 0, count: at)
         out.putBytes(rsdp(xsdt: base + UInt64(xsdtOff)), at: 0)
         out.putBytes(xsdt, at: xsdtOff)
-        out.putBytes(madt, at: madtOff)
+        for (t, off) in zip(tables, offsets) { out.putBytes(t, at: off) }
         return out
+    }
+
+    /// System Resource Affinity Table (revision 3): a Processor Local APIC Affinity entry per
+    /// vCPU (type 0, 16 bytes) and a Memory Affinity entry per node range (type 1, 40 bytes).
+    static func srat(apicIDs: [UInt32], numa: NUMA) -> [UInt8] {
+        var body = [UInt8](repeating: 0, count: 12)
+        body.putLE(UInt32(1), at: 0) // reserved, 1 for compatibility
+        for (cpu, id) in apicIDs.enumerated() {
+            let node = UInt32(cpu < numa.nodeOfCPU.count ? numa.nodeOfCPU[cpu] : 0)
+            var e = [UInt8](repeating: 0, count: 16)
+            e[0] = 0; e[1] = 16
+            e[2] = UInt8(truncatingIfNeeded: node)
+            e[3] = UInt8(truncatingIfNeeded: id)
+            e.putLE(UInt32(1), at: 4) // enabled
+            e[9] = UInt8(truncatingIfNeeded: node >> 8); e[10] = UInt8(truncatingIfNeeded: node >> 16)
+            e[11] = UInt8(truncatingIfNeeded: node >> 24)
+            body += e
+        }
+        for m in numa.memory {
+            var e = [UInt8](repeating: 0, count: 40)
+            e[0] = 1; e[1] = 40
+            e.putLE(UInt32(m.node), at: 2)
+            e.putLE(m.base, at: 8)
+            e.putLE(m.size, at: 16)
+            e.putLE(UInt32(1), at: 28) // enabled
+            body += e
+        }
+        return table("SRAT", revision: 3, body: body)
+    }
+
+    /// System Locality Information Table: an N×N distance matrix, 10 local and 20 remote.
+    static func slit(nodes: Int) -> [UInt8] {
+        var body = [UInt8](repeating: 0, count: 8)
+        body.putLE(UInt64(nodes), at: 0)
+        for i in 0..<nodes { for j in 0..<nodes { body.append(i == j ? 10 : 20) } }
+        return table("SLIT", revision: 1, body: body)
     }
 
     static func rsdp(xsdt: UInt64) -> [UInt8] {
