@@ -130,16 +130,8 @@ public struct BPFMapReader: Sendable {
     func readMap(_ p: UInt64, btfCache: inout [UInt64: BTF], problems: inout [String]) throws(AddressError) -> BPFMapDump {
         let L = layout
         func u32(_ off: Int) throws(AddressError) -> UInt32 { try space.read(UInt32.self, at: p &+ UInt64(off)) }
-        let typeValue = try u32(L.mapType)
-        let typeName = L.typeNames[Int64(typeValue)].map { e -> String in
-            var s = Substring(e)
-            if s.hasPrefix("BPF_MAP_TYPE_") { s = s.dropFirst("BPF_MAP_TYPE_".count) }
-            return s.lowercased()
-        } ?? "type_\(typeValue)"
-        var m = BPFMapDump(
-            id: try u32(L.id), name: try space.readCString(at: p &+ UInt64(L.name.offset), maxLength: min(L.name.size, 64)),
-            type: typeName, typeValue: typeValue, keySize: try u32(L.keySize), valueSize: try u32(L.valueSize),
-            maxEntries: try u32(L.maxEntries), flags: try u32(L.flags))
+        var m = try readHeader(p)
+        let typeName = m.type, typeValue = m.typeValue
         if typeName == "hash" || typeName == "lru_hash" {
             if hash != nil {
                 do { (m.entries, m.entriesTruncated) = try hashEntries(p, keySize: m.keySize, valueSize: m.valueSize) }
