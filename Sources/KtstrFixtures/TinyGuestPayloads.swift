@@ -54,6 +54,15 @@ public enum TinyGuestPayloads {
     ]
     public static let counterLoopRange: Range<UInt64> = 0..<5
 
+    /// Prints 1, 2, 3, ... (mod 256) to COM1 forever, one byte per OUT: the bytes a
+    /// restored copy prints first must continue the original's sequence. 64-bit mode.
+    public static let serialCounter: [UInt8] =
+        movDX(Serial16550.com1Base, .long)               // mov dx, 0x3f8
+        + [0x30, 0xc0]                                   // xor al, al
+        + [0xfe, 0xc0,                                   // loop: inc al
+           0xee,                                         //       out dx, al
+           0xeb, 0xfb]                                   //       jmp loop (rel8 -5)
+
     /// vCPU 0 (rdi == `TinyGuestMachine.dataAddress`) runs the counter loop; the others set
     /// their word to 1 and HLT (and, should they ever resume, HLT again). 64-bit mode.
     public static let bspCountsAPsHalt: [UInt8] = {

@@ -82,6 +82,29 @@ public final class GuestMemory: @unchecked Sendable {
         return GuestMemory(regions: regions, mappings: maps)
     }
 
+    /// A private (copy-on-write) mapping of a RAM image file, e.g. a snapshot's: pages are
+    /// shared with the page cache until the guest (or the host) writes one; the file itself
+    /// never changes. `layout` says which file offset backs which GPA range. The fd is
+    /// closed before returning (the mappings keep the file).
+    public static func privateFile(path: String, layout: [(gpa: UInt64, size: UInt64, fileOffset: UInt64)]) throws -> GuestMemory {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw GuestMemoryError.mapFailed(what: path, errno: errno) }
+        defer { close(fd) }
+        var regions: [Region] = []
+        var maps: [(UnsafeMutableRawPointer, Int)] = []
+        for (gpa, size, off) in layout where size > 0 {
+            let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, off_t(off))
+            guard let p, p != MAP_FAILED else {
+                let e = errno
+                for (q, n) in maps { munmap(q, n) }
+                throw GuestMemoryError.mapFailed(what: path, errno: e)
+            }
+            maps.append((p, Int(size)))
+            regions.append(Region(guestPhysical: gpa, size: size, host: p))
+        }
+        return GuestMemory(regions: regions, mappings: maps)
+    }
+
     /// Guest RAM that another process (qemu) backs with several files, one after the other in
     /// its RAM address space (`backing`: each fd's RAM offset and size; NUMA nodes), placed in
     /// guest-physical space by `layout` (`fileOffset` = RAM offset). Each layout region is one

@@ -73,6 +73,23 @@ static inline int ckvm_set_vcpu_events(int vcpu, const struct kvm_vcpu_events *e
 static inline int ckvm_get_xcrs(int vcpu, struct kvm_xcrs *x) { return ioctl(vcpu, KVM_GET_XCRS, x); }
 static inline int ckvm_set_xcrs(int vcpu, const struct kvm_xcrs *x) { return ioctl(vcpu, KVM_SET_XCRS, x); }
 
+// Snapshot / restore. kvm_xsave ends in a flexible array: the buffer is passed untyped and
+// must hold ckvm_xsave_size() bytes (the legacy 4 KiB KVM_GET_XSAVE region).
+static inline size_t ckvm_xsave_size(void) { return sizeof(struct kvm_xsave); }
+static inline int ckvm_get_xsave(int vcpu, void *x) { return ioctl(vcpu, KVM_GET_XSAVE, x); }
+static inline int ckvm_set_xsave(int vcpu, const void *x) { return ioctl(vcpu, KVM_SET_XSAVE, x); }
+static inline int ckvm_get_debugregs(int vcpu, struct kvm_debugregs *d) { return ioctl(vcpu, KVM_GET_DEBUGREGS, d); }
+static inline int ckvm_set_debugregs(int vcpu, const struct kvm_debugregs *d) { return ioctl(vcpu, KVM_SET_DEBUGREGS, d); }
+static inline int ckvm_get_irqchip(int vm, struct kvm_irqchip *c) { return ioctl(vm, KVM_GET_IRQCHIP, c); }
+static inline int ckvm_set_irqchip(int vm, const struct kvm_irqchip *c) { return ioctl(vm, KVM_SET_IRQCHIP, c); }
+static inline int ckvm_get_pit2(int vm, struct kvm_pit_state2 *p) { return ioctl(vm, KVM_GET_PIT2, p); }
+static inline int ckvm_set_pit2(int vm, const struct kvm_pit_state2 *p) { return ioctl(vm, KVM_SET_PIT2, p); }
+static inline int ckvm_get_clock(int vm, struct kvm_clock_data *c) { return ioctl(vm, KVM_GET_CLOCK, c); }
+static inline int ckvm_set_clock(int vm, const struct kvm_clock_data *c) { return ioctl(vm, KVM_SET_CLOCK, c); }
+static inline uint32_t ckvm_irqchip_pic_master(void) { return KVM_IRQCHIP_PIC_MASTER; }
+static inline uint32_t ckvm_irqchip_pic_slave(void) { return KVM_IRQCHIP_PIC_SLAVE; }
+static inline uint32_t ckvm_irqchip_ioapic(void) { return KVM_IRQCHIP_IOAPIC; }
+
 // MARK: - kvm_run accessors (anonymous unions and arrays are awkward from Swift)
 
 // immediate_exit is written by the freeze/kill path from another thread while the vCPU

@@ -39,6 +39,24 @@ public struct CMOSClock: Sendable {
         self.now = now
     }
 
+    /// What the guest can change (index, status B, CMOS RAM), for snapshots. The time is
+    /// the host's, never saved.
+    public struct State: Codable, Sendable, Equatable {
+        public var index: UInt8
+        public var statusB: UInt8
+        /// 128 bytes of CMOS RAM (0x00...0x0d are unused: the registers live there).
+        public var ram: [UInt8]
+    }
+
+    public func snapshot() -> State { State(index: index, statusB: statusB, ram: ram) }
+
+    /// Restores `state`; a RAM image of the wrong size is padded/truncated to 128 bytes.
+    public mutating func restore(_ state: State) {
+        index = state.index & 0x7f
+        statusB = state.statusB
+        ram = Array((state.ram + [UInt8](repeating: 0, count: 128)).prefix(128))
+    }
+
     /// A guest read at `offset`: the data register reads the selected register; the
     /// write-only index register (and anything past the window) reads 0xff.
     public mutating func read(offset: UInt16) -> UInt8 {

@@ -31,6 +31,14 @@ public struct I8042: Sendable, Equatable {
 
     public init() {}
 
+    /// The controller's state, for snapshots.
+    public struct State: Codable, Sendable, Equatable {
+        public var resetRequested: Bool
+    }
+
+    public func snapshot() -> State { State(resetRequested: resetRequested) }
+    public mutating func restore(_ state: State) { resetRequested = state.resetRequested }
+
     public mutating func read(_ register: Register) -> UInt8 { 0 }
 
     public mutating func write(_ register: Register, value: UInt8) -> Action {

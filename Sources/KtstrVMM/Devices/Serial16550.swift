@@ -166,5 +166,31 @@ public struct Serial16550: Sendable, Equatable {
         return b
     }
 
+    /// Everything the UART holds (registers and the unread receive FIFO), for snapshots.
+    public struct State: Codable, Sendable, Equatable {
+        public var divisorLow: UInt8, divisorHigh: UInt8, interruptEnable: UInt8
+        public var lineControl: UInt8, modemControl: UInt8, scratch: UInt8
+        public var fifoEnabled: Bool, thrEmptyPending: Bool
+        /// Bytes received but not yet read by the guest, oldest first.
+        public var input: [UInt8]
+    }
+
+    public func snapshot() -> State {
+        State(divisorLow: divisorLow, divisorHigh: divisorHigh, interruptEnable: interruptEnable,
+              lineControl: lineControl, modemControl: modemControl, scratch: scratch,
+              fifoEnabled: fifoEnabled, thrEmptyPending: thrEmptyPending,
+              input: Array(input[inputHead...]))
+    }
+
+    /// Puts the UART back into `state` (IER/MCR masked as a guest write would be; the FIFO
+    /// bounded by `inputCapacity`, keeping the newest bytes).
+    public mutating func restore(_ state: State) {
+        divisorLow = state.divisorLow; divisorHigh = state.divisorHigh
+        interruptEnable = state.interruptEnable & Self.ierMask
+        lineControl = state.lineControl; modemControl = state.modemControl & 0x1f; scratch = state.scratch
+        fifoEnabled = state.fifoEnabled; thrEmptyPending = state.thrEmptyPending
+        input = Array(state.input.suffix(Self.inputCapacity)); inputHead = 0
+    }
+
     private mutating func clearInput() { input.removeAll(keepingCapacity: true); inputHead = 0 }
 }

@@ -58,6 +58,17 @@ public final class SerialPortDevice: PortIODevice {
     /// A copy of the current register state (for tests and diagnostics).
     public var snapshot: Serial16550 { state.withLock { $0.uart } }
 
+    /// The UART's state for a snapshot (take it while the vCPUs are frozen).
+    public func saveState() -> Serial16550.State { state.withLock { $0.uart.snapshot() } }
+
+    /// Restores the UART (before the vCPUs run) and drives the IRQ line to match.
+    public func restoreState(_ saved: Serial16550.State) {
+        state.withLock { s in
+            s.uart.restore(saved)
+            updateIRQ(&s)
+        }
+    }
+
     /// Drives the IRQ line under the device lock so two vCPUs cannot reorder level changes.
     /// Only changes reach KVM: an edge-triggered PIC input still sees 0→1 for every
     /// re-assertion because acknowledging (IIR read, IER change) drops the level first.
@@ -88,6 +99,9 @@ public final class I8042Device: PortIODevice {
         }
     }
 
+    public func saveState() -> I8042.State { state.withLock { $0.snapshot() } }
+    public func restoreState(_ saved: I8042.State) { state.withLock { $0.restore(saved) } }
+
     public func write(offset: UInt16, from data: UnsafeRawBufferPointer) -> DeviceAction {
         guard offset == 0, let first = data.first else { return .none }
         let action = state.withLock { $0.write(register, value: first) }
@@ -111,6 +125,9 @@ public final class CMOSClockDevice: PortIODevice {
     private let state: Mutex<CMOSClock>
 
     public init(clock: CMOSClock = CMOSClock()) { state = Mutex(clock) }
+
+    public func saveState() -> CMOSClock.State { state.withLock { $0.snapshot() } }
+    public func restoreState(_ saved: CMOSClock.State) { state.withLock { $0.restore(saved) } }
 
     public func read(offset: UInt16, into data: UnsafeMutableRawBufferPointer) {
         state.withLock { c in

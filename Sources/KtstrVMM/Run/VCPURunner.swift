@@ -77,6 +77,9 @@ public final class VCPURunner: @unchecked Sendable {
     /// Lets frozen vCPUs run again (no-op when not frozen).
     public func thaw() { core.thaw() }
 
+    /// Started and not stopped (killed, shut down, timed out) yet.
+    public var isRunning: Bool { core.started.load(ordering: .sequentiallyConsistent) && core.stoppedReason() == nil }
+
     public var isFrozen: Bool { core.freezeRequested.load(ordering: .sequentiallyConsistent) }
 
     /// Blocks until every vCPU thread has ended, or kills the machine after `timeout`.
