@@ -92,7 +92,9 @@ public enum VMSnapshot {
     public static let ramFileName = "ram.img"
     public static let stateFileName = "state.json"
 
-    /// The MSRs a snapshot saves, where KVM lists them (KVM_GET_MSR_INDEX_LIST).
+    /// The MSRs a snapshot saves, where KVM lists them (KVM_GET_MSR_INDEX_LIST). KVM does not
+    /// list EFER and APIC_BASE (they travel in sregs, which carries them anyway), nor TSC_AUX
+    /// without RDTSCP in the guest's CPUID.
     public static let msrIndices: [UInt32] = [
         0x10,        // IA32_TSC
         0x1b,        // IA32_APIC_BASE
