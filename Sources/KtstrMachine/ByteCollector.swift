@@ -21,5 +21,7 @@ public final class ByteCollector: Sendable {
     }
 
     public var contents: [UInt8] { bytes.withLock { $0 } }
+    /// Bytes held now (without copying them).
+    public var count: Int { bytes.withLock { $0.count } }
     public var text: String { String(decoding: contents, as: UTF8.self) }
 }

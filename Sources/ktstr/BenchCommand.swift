@@ -10,11 +10,12 @@ import KtstrFixtures
 /// (create VM → "hello" on COM1 → shutdown → teardown of fds, mappings and threads).
 struct BenchCommand: CLICommand {
     let name = "bench"
-    let summary = "time the KVM VMM: tiny-guest lifecycle, freeze rendezvous"
+    let summary = "time the KVM VMM: tiny-guest lifecycle, freeze rendezvous, snapshot restore"
     let help = """
         USAGE: ktstr bench tiny [--iterations N] [--json]
                ktstr bench freeze [--vcpus N] [--iterations N] [--json]
                ktstr bench exits [--iterations N] [--json]
+               ktstr bench snapshot [--iterations N] [--json]
                ktstr bench boot [--iterations N] [--cpus N] [--memory MiB] [--json]
 
         tiny    boots N tiny guests one after another (default 20) and times the whole
@@ -23,6 +24,10 @@ struct BenchCommand: CLICommand {
                 (kick → drain → registers captured → all parked), thawing in between.
         exits   N runs of a guest doing 10000 port writes to an empty port; reports the
                 time per exit (KVM_EXIT_IO round trip through the dispatch) in microseconds.
+        snapshot  snapshots a 64 MiB tiny guest (RAM filled, printing a counter on COM1)
+                once, then times N restores: new machine from the snapshot directory
+                (RAM mapped copy-on-write, KVM and device state set) → vCPUs started →
+                first byte the restored guest prints.
         \(BenchBoot.help)
         Prints min/median/p90/max in milliseconds (exits: microseconds).
 
@@ -61,11 +66,14 @@ struct BenchCommand: CLICommand {
             guard (1...64).contains(vcpus) else { throw CLIError("--vcpus must be 1...64", status: 2) }
             samples = try freeze(iterations, vcpus: vcpus)
             title = "freeze of \(vcpus) spinning vCPUs (kick → drain → registers → parked), \(iterations) freezes"
+        case "snapshot":
+            samples = try snapshotRestore(iterations)
+            title = "restore of a 64 MiB tiny guest (snapshot directory → new VM → first byte on COM1), \(iterations) restores"
         case "exits":
             samples = try exits(iterations)
             title = "port-I/O exit round trip (µs per exit, 10000 exits per run), \(iterations) runs"
         default:
-            throw CLIError("unknown benchmark '\(what)' (known: tiny, freeze, exits, boot)", status: 2)
+            throw CLIError("unknown benchmark '\(what)' (known: tiny, freeze, snapshot, exits, boot)", status: 2)
         }
         samples.sort()
         func pct(_ p: Double) -> Double { samples[min(samples.count - 1, Int((p * Double(samples.count - 1)).rounded()))] }
@@ -129,6 +137,48 @@ struct BenchCommand: CLICommand {
             }
         }
         return samples
+    }
+
+    private func snapshotRestore(_ iterations: Int) throws -> [Double] {
+        let dir = NSTemporaryDirectory() + "ktstr-bench-snapshot-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        do {
+            let bytes: UInt64 = 64 << 20
+            let m = try TinyGuestMachine(payload: TinyGuestPayloads.serialCounter, mode: .long,
+                                         memoryBytes: bytes, log: .silent)
+            // Every page non-zero, so the image is a full 64 MiB file (no holes).
+            try m.guestMemory.fill(0xa5, at: 2 << 20, count: Int(bytes - (2 << 20)))
+            try m.start()
+            let clock = ContinuousClock()
+            let ready = clock.now + .seconds(5)
+            while m.consoleByteCount < 100 {
+                guard clock.now < ready else { throw CLIError("the guest printed nothing within 5 s") }
+                Thread.sleep(forTimeInterval: 0.001)
+            }
+            _ = try m.freeze(timeout: .seconds(2))
+            try m.snapshot(to: dir)
+            m.kill()
+            _ = m.wait(timeout: .seconds(5))
+
+            var samples: [Double] = []
+            for i in 0..<iterations {
+                let t0 = clock.now
+                let r = try TinyGuestMachine.restore(from: dir, log: .silent)
+                try r.start()
+                let deadline = t0 + .seconds(5)
+                while r.consoleByteCount == 0 {
+                    guard clock.now < deadline else { throw CLIError("restore \(i + 1): no byte within 5 s") }
+                }
+                samples.append(millis(clock.now - t0))
+                r.kill()
+                _ = r.wait(timeout: .seconds(5))
+            }
+            return samples
+        } catch let e as CLIError {
+            throw e
+        } catch {
+            throw CLIError("\(error)")
+        }
     }
 
     private func freeze(_ iterations: Int, vcpus: Int) throws -> [Double] {

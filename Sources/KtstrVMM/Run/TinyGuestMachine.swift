@@ -37,6 +37,9 @@ public final class TinyGuestMachine: RunnerBackedMachine, @unchecked Sendable {
     /// Everything COM1 received so far, as bytes.
     public var consoleOutput: [UInt8] { consoleBytes.contents }
 
+    /// How many bytes COM1 received so far (cheap: no copy).
+    public var consoleByteCount: Int { consoleBytes.count }
+
     /// Everything COM1 received so far.
     public var console: String { consoleBytes.text }
 
