@@ -9,7 +9,7 @@ import KtstrFixtures
 @main
 struct KtstrCLI {
     static let commands: [CLICommand] = [
-        DemoCommand(), RunCommand(), BootCommand(), KernelCommand(), SetupCommand(), DoctorCommand(), BenchCommand(), SchedulersCommand(),
+        DemoCommand(), RunCommand(), ShellCommand(), BootCommand(), KernelCommand(), SetupCommand(), DoctorCommand(), BenchCommand(), SchedulersCommand(),
     ]
 
     static func usage() -> String {

@@ -15,7 +15,7 @@ struct RunCommand: CLICommand {
         USAGE: ktstr run [--scheduler simple|fault|none|PATH] [--scheduler-args "ARGS"]
                          [--workload spinners:4|sleepers:4|pingpong:1|forkstorm:2|idle]
                          [--cpus N] [--memory MiB] [--duration S] [--timeout S]
-                         [--backend auto|kvm|qemu|qemu-tcg] [--kernel PATH] [--artifacts DIR] [--json]
+                         [--backend auto|kvm|qemu|qemu-tcg] [--kernel PATH|NAME] [--artifacts DIR] [--json]
 
         Boots the guest kernel, starts the scheduler, runs the workload for --duration seconds
         (default 3), stops the scheduler and reports how it exited. Exit status 0 whenever the
@@ -55,7 +55,8 @@ struct RunCommand: CLICommand {
         default: .binary(path: schedName, args: schedArgs)
         }
         // Checked before the progress line so a bad --kernel prints one line and exits 1.
-        if let kernel { try KernelImage.validate(path: kernel) }
+        // --kernel: a tree, a bzImage/vmlinux, a registered name or a cached version.
+        if let kernel { try KernelImage.validate(path: try Provisioning.kernel(named: kernel).image) }
         let vm = VMConfig(cpus: cpus, memoryMiB: memory, kernel: kernel, backend: backend, timeoutSeconds: timeout)
         Progress.step("booting \(cpus) vCPUs / \(memory) MiB, scheduler \(schedName), workload \(workload.kind.rawValue)×\(workload.count) for \(duration) s")
         let run: (value: RunOutcome, signal: Int32?)
