@@ -24,7 +24,7 @@ enum ShellMode {
             Channel.problem("\(busybox) missing from the initramfs — run `ktstr setup` (installs busybox-static)")
             return 127
         }
-        for d in ["/bin", "/sbin", "/usr/bin", "/usr/sbin", "/root"] { mkdir(d, 0o755) }
+        for d in ["/bin", "/sbin", "/usr", "/usr/bin", "/usr/sbin", "/root"] { mkdir(d, 0o755) }
         // Applet links (/bin/ls → /bin/busybox ...): `busybox --install -s`.
         switch Sys.spawn(busybox, ["--install", "-s"], output: "/tmp/ktstr-busybox-install.log", env: ["PATH=/bin:/sbin:/usr/bin:/usr/sbin"]) {
         case let .success(pid): if Sys.waitFor(pid, millis: 10_000) == nil { kill(pid, SIGKILL); _ = Sys.waitFor(pid, millis: 1000) }
@@ -64,9 +64,13 @@ enum ShellMode {
         while waitpid(pid, &st, 0) < 0 && errno == EINTR {}
         // Whatever the shell left in the background goes with it.
         kill(-pid, SIGKILL)
-        tcdrain(con)
-        Sys.writeAll(con, Array("\(RunPlan.Shell.endMarker)\n".utf8))
-        tcdrain(con)
+        // The session leader's exit hung up the terminal (disassociate_ctty: vhangup for a
+        // non-pty tty), `con` included: the end marker needs a fresh open.
+        let after = open(console, O_WRONLY | O_NOCTTY | O_CLOEXEC)
+        let fd = after >= 0 ? after : con
+        Sys.writeAll(fd, Array("\(RunPlan.Shell.endMarker)\n".utf8))
+        tcdrain(fd)
+        if after >= 0 { close(after) }
         return st & 0x7F == 0 ? (st >> 8) & 0xFF : 128 + (st & 0x7F)
     }
 
