@@ -80,7 +80,10 @@ struct ShellCommand: CLICommand {
         raw?.restore()
         let r = result.value
         if let sig = result.signal { throw CLIError("interrupted by \(sig == SIGINT ? "SIGINT" : "SIGTERM"); the VM is gone", status: 128 + sig) }
-        if r.escaped { throw CLIError("Ctrl-]: killed the VM", status: 130) }
+        if r.escaped {
+            Self.writeOut(Array("\n".utf8)) // the guest's prompt line is still open
+            throw CLIError("Ctrl-]: killed the VM", status: 130)
+        }
         if let e = r.outcome.schedulerExit, (e.kindValue ?? 0) >= ExitKind.errorThreshold {
             Progress.step("the scheduler exited during the session: \(e.kind.name) \(e.reason) \(e.message)")
         }
