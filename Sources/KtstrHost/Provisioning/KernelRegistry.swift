@@ -92,7 +92,7 @@ extension Provisioning {
     public static func kernel(atPath p: String) throws -> KernelArtifacts {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir) else {
-            throw ProvisioningError.missing(what: "kernel \(p) does not exist",
+            throw ProvisioningError.missing(what: "kernel \(p): no such file or directory",
                                             fix: "pass a kernel tree, a bzImage or vmlinux, or a name from `ktstr kernel list`")
         }
         guard isDir.boolValue else {
