@@ -89,7 +89,11 @@ struct ShellCommand: CLICommand {
         }
         guard let status = r.status else {
             let why = r.outcome.problems.map(\.description).joined(separator: "; ")
-            throw CLIError("the shell did not run to the end: \(why.isEmpty ? r.outcome.machineExit.description : why)")
+            // An agent older than plan mode shell runs the plan as an empty ordinary run.
+            let old = why.isEmpty && r.outcome.kernelRelease != nil
+                ? "the guest agent never started a shell — it predates `ktstr shell`: run `swift run ktstr setup` (rebuilds it)"
+                : why.isEmpty ? r.outcome.machineExit.description : why
+            throw CLIError("the shell did not run to the end: \(old)")
         }
         return Int32(clamping: status)
     }
