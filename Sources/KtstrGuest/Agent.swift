@@ -29,7 +29,8 @@ enum Agent {
         case let .failure(e): finish(problem: e.text)
         }
         _ = Sys.rebootFn
-        Deadline.arm(millis: plan.agentDeadlineMillis)
+        // A shell session lasts as long as its user wants: no deadline unless the plan sets one.
+        if plan.shell == nil || plan.deadlineMillis != nil { Deadline.arm(millis: plan.agentDeadlineMillis) }
 
         var uts = utsname()
         uname(&uts)
@@ -56,6 +57,8 @@ enum Agent {
                 finish(problem: nil)
             }
         }
+
+        if let shell = plan.shell { ShellMode.run(plan: plan, shell: shell, scheduler: sched) }
 
         var workers: [Worker] = []
         switch Workload.start(plan.workload) {

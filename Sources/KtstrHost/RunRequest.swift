@@ -16,8 +16,12 @@ public enum BackendChoice: String, Codable, Sendable {
 public struct VMConfig: Codable, Sendable, Hashable {
     public var topology: Topology
     public var memoryMiB: Int
-    /// Explicit kernel (bzImage or vmlinux). nil: `KTSTR_KERNEL`, else the cached default.
+    /// Explicit kernel: a kernel tree directory, a bzImage or vmlinux, a registered name
+    /// (`ktstr kernel add`) or a cached Debian version. nil: `KTSTR_KERNEL`, else the cached default.
     public var kernel: String?
+    /// The kernel registry `kernel` names are looked up in (a registry.json path); nil: the
+    /// cache's (`KernelRegistry.default`). Tests point it at their own.
+    public var kernelRegistry: String? = nil
     public var backend: BackendChoice
     /// Hard limit for the whole VM (boot + run + teardown), seconds.
     /// The longest a VM may run (a day): bounds `timeoutSeconds` before it becomes milliseconds.
@@ -78,4 +82,9 @@ public struct WorkloadSpec: Codable, Sendable, Hashable {
     public static func pingPong(pairs: Int = 1) -> WorkloadSpec { .init(kind: .pingPong, count: pairs) }
     public static func forkStorm(_ n: Int) -> WorkloadSpec { .init(kind: .forkStorm, count: n) }
     public static let idle = WorkloadSpec(kind: .idle, count: 0)
+}
+
+extension VMConfig {
+    /// The registry `kernel` names resolve in.
+    public var registry: KernelRegistry { kernelRegistry.map(KernelRegistry.init(path:)) ?? .default }
 }

@@ -14,6 +14,9 @@ public enum AgentMessage: Sendable, Equatable {
     /// Something that went wrong; `kind` says what, for the host to decide on (never the text).
     case problem(String, kind: AgentProblemKind? = nil)
     case done
+    /// Plan mode `shell`: the shell exited with `status` (its exit code, or 128 + the signal
+    /// that killed it), sent after the console's end marker and before the scheduler stops.
+    case shellExit(status: Int)
     /// A well-formed message of a type this host does not know (newer agent).
     case unknown(type: String)
 
@@ -26,7 +29,7 @@ public enum AgentMessage: Sendable, Equatable {
     /// The `type` field of each case.
     private enum Tag: String {
         case hello, schedStarted = "sched_started", schedEnabled = "sched_enabled", schedExit = "sched_exit"
-        case workers, log, problem, done
+        case workers, log, problem, done, shellExit = "shell_exit"
     }
 
     /// Parses one line; nil for anything that is not a valid `@ktstr {json}` message.
@@ -61,6 +64,7 @@ public enum AgentMessage: Sendable, Equatable {
         case .log: return .log(stream: str("stream"), text: str("text"))
         case .problem: return .problem(str("message"), kind: AgentProblemKind(rawValue: str("kind")))
         case .done: return .done
+        case .shellExit: return .shellExit(status: obj["status"]?.int ?? -1)
         case nil: return .unknown(type: type)
         }
     }
@@ -92,6 +96,7 @@ public enum AgentMessage: Sendable, Equatable {
         case let .problem(message, kind):
             (type, fields) = (Tag.problem.rawValue, [("message", .string(message))] + (kind.map { [("kind", JSON.string($0.rawValue))] } ?? []))
         case .done: (type, fields) = (Tag.done.rawValue, [])
+        case let .shellExit(status): (type, fields) = (Tag.shellExit.rawValue, [("status", .int(status))])
         case let .unknown(t): (type, fields) = (t, [])
         }
         return .object([("type", .string(type))] + fields + extra)

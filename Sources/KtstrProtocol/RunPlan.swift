@@ -26,8 +26,31 @@ public struct RunPlan: Codable, Sendable, Equatable {
         public var workloadKind: WorkloadKind? { WorkloadKind(rawValue: kind) }
     }
 
+    /// Plan mode `shell` (`ktstr shell`): instead of a workload, start the scheduler, run
+    /// busybox `/bin/sh` on the console (ttyS0) — interactive, or `sh -c command` — wait for it,
+    /// stop the scheduler, power off. nil: the ordinary run.
+    public struct Shell: Codable, Sendable, Equatable {
+        /// `sh -c command`; nil: an interactive shell.
+        public var command: String?
+        /// The host terminal's TERM, rows and columns (the guest shell's TERM, LINES, COLUMNS).
+        public var term: String?
+        public var rows: Int?
+        public var columns: Int?
+        public init(command: String? = nil, term: String? = nil, rows: Int? = nil, columns: Int? = nil) {
+            self.command = command; self.term = term; self.rows = rows; self.columns = columns
+        }
+        /// The busybox binary in the initramfs (from Debian's busybox-static).
+        public static let busyboxPath = "/bin/busybox"
+        /// Console lines the agent writes around the shell's session: the host shows what lies
+        /// between them (boot messages before, shutdown after, stay out of the user's terminal).
+        public static let beginMarker = "\u{1}KTSTR-SHELL-BEGIN\u{2}"
+        public static let endMarker = "\u{1}KTSTR-SHELL-END\u{2}"
+    }
+
     public var scheduler: Scheduler?
     public var workload: Workload
+    /// nil: the ordinary run; set: plan mode `shell` (`"mode": "shell"` in plan.json).
+    public var shell: Shell?
     public var durationMillis: Int
     public var kallsyms: [String]
     public var attachTimeoutMillis: Int
@@ -53,6 +76,7 @@ public struct RunPlan: Codable, Sendable, Equatable {
         try c.encode(kallsyms, forKey: .kallsyms)
         try c.encode(attachTimeoutMillis, forKey: .attachTimeoutMillis)
         try c.encodeIfPresent(deadlineMillis, forKey: .deadlineMillis)
+        try c.encodeIfPresent(shell, forKey: .shell)
     }
 
     /// plan.json's bytes, fields in the order docs/PROTOCOLS.md shows, explicit nulls.
@@ -73,6 +97,13 @@ public struct RunPlan: Codable, Sendable, Equatable {
             ("attachTimeoutMillis", .int(attachTimeoutMillis)),
         ]
         if let deadlineMillis { fields.append(("deadlineMillis", .int(deadlineMillis))) }
+        if let shell {
+            fields.append(("mode", .string("shell")))
+            fields.append(("shell", .object([("command", shell.command.map(JSON.string) ?? .null),
+                                             ("term", shell.term.map(JSON.string) ?? .null),
+                                             ("rows", shell.rows.map(JSON.int) ?? .null),
+                                             ("columns", shell.columns.map(JSON.int) ?? .null)])))
+        }
         return .object(fields)
     }
 }

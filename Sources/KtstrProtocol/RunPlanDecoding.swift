@@ -35,8 +35,17 @@ extension RunPlan {
         let attach = clamp(j["attachTimeoutMillis"]?.int ?? 10_000, 100, 600_000)
         let deadline = j["deadlineMillis"]?.int.map { clamp($0, 1000, 7_200_000) }
         let syms = (j["kallsyms"]?.array ?? []).compactMap(\.string).prefix(maxKallsyms)
-        return .success(RunPlan(scheduler: sched, workload: workload, durationMillis: duration, kallsyms: Array(syms),
-                                attachTimeoutMillis: attach, deadlineMillis: deadline))
+        var plan = RunPlan(scheduler: sched, workload: workload, durationMillis: duration, kallsyms: Array(syms),
+                           attachTimeoutMillis: attach, deadlineMillis: deadline)
+        switch j["mode"]?.string ?? "run" {
+        case "run": break
+        case "shell":
+            let s = j["shell"]
+            plan.shell = Shell(command: s?["command"]?.string, term: s?["term"]?.string.map { String($0.prefix(64)) },
+                               rows: s?["rows"]?.int.map { clamp($0, 1, 1000) }, columns: s?["columns"]?.int.map { clamp($0, 1, 1000) })
+        case let other: return fail("unknown mode '\(other)' (run, shell)")
+        }
+        return .success(plan)
     }
 
     private static func clamp(_ v: Int, _ lo: Int, _ hi: Int) -> Int { min(max(v, lo), hi) }

@@ -41,6 +41,9 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         public var channel: ByteSink
         /// TCG only: one host thread per vCPU (`multi`) or all vCPUs on one (`single`).
         public var tcgThreads: TCGThreads = TCGThreads.from()
+        /// COM1 takes input too (`sendToConsole`, `ktstr shell`): the console is a socketpair
+        /// qemu inherits as fd 4 (`-chardev socket,fd=4`) instead of an output-only pipe.
+        public var consoleInput = false
 
         public init(qemuPath: String, kernelPath: String, initrdFD: Int32?, kernelCmdline: String, topology: Topology,
                     memoryMiB: Int, accelerator: Accelerator, console: @escaping ByteSink, channel: @escaping ByteSink) {
@@ -80,6 +83,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     private var memory: GuestMemory?
     private var memFDs: [Int32] = []
     private var watchdogWrite: Int32 = -1
+    private var consoleInputFD: Int32 = -1
     private var qmp: QMPClient?
     private var readers: [Thread] = []
     private let readersDone = DispatchGroup()
@@ -148,7 +152,8 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
                  "-nographic", "-nodefaults", "-no-reboot", "-no-user-config",
                  "-kernel", config.kernelPath,
                  "-append", config.kernelCmdline,
-                 "-chardev", "file,id=ktstr-con,path=/proc/self/fd/4", "-serial", "chardev:ktstr-con",
+                 "-chardev", config.consoleInput ? "socket,id=ktstr-con,fd=4" : "file,id=ktstr-con,path=/proc/self/fd/4",
+                 "-serial", "chardev:ktstr-con",
                  "-chardev", "file,id=ktstr-chan,path=/proc/self/fd/5", "-serial", "chardev:ktstr-chan",
                  // An already-connected socket: qemu listens nowhere, so no other process
                  // can reach the monitor (an abstract socket was open to every local uid).
@@ -219,7 +224,10 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
             open += p
             return (p[0], p[1])
         }
-        let con = try pair({ pipe($0) }, "pipe"), chan = try pair({ pipe($0) }, "pipe")
+        // The console: a pipe, or with input a connected socketpair (like QMP: nothing has a name).
+        let con = config.consoleInput ? try pair({ socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, $0) }, "socketpair")
+            : try pair({ pipe($0) }, "pipe")
+        let chan = try pair({ pipe($0) }, "pipe")
         let err = try pair({ pipe($0) }, "pipe"), dog = try pair({ pipe($0) }, "pipe")
         // QMP: a connected pair, ours and qemu's; no socket anyone else could connect to.
         let qmpPair = try pair({ socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, $0) }, "socketpair")
@@ -267,7 +275,10 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         let rc = posix_spawn(&child, "/bin/sh", &actions, &attr, cargv, environ)
         // The child has its copies. Ours of its ends must go, so that our readers see EOF and
         // qemu's exit closes the QMP connection; we keep the read ends, QMP and the watchdog.
-        let kept: Set<Int32> = [con.0, chan.0, err.0, dog.1, qmpPair.0]
+        var kept: Set<Int32> = [con.0, chan.0, err.0, dog.1, qmpPair.0]
+        // Input goes to our end of the console socketpair through a copy (the reader closes con.0 at EOF).
+        let conInput = config.consoleInput ? fcntl(con.0, F_DUPFD_CLOEXEC, 0) : -1
+        if conInput >= 0 { kept.insert(conInput) }
         for fd in open where !kept.contains(fd) { close(fd) }
         open = Array(kept)
         Self.spawnLock.unlock()
@@ -277,6 +288,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         state.lock()
         pid = child
         watchdogWrite = dog.1
+        consoleInputFD = conInput
         self.memory = memory
         state.unlock()
 
@@ -381,6 +393,24 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         return pid > 0 && exitStatus == nil ? pid : nil
     }
 
+    /// Bytes for the guest's COM1 input (`Configuration.consoleInput`). False when the machine
+    /// has no console input, is not running, or qemu is gone (never SIGPIPE).
+    @discardableResult
+    public func sendToConsole(_ bytes: [UInt8]) -> Bool {
+        state.lock()
+        let fd = exitStatus == nil ? consoleInputFD : -1
+        state.unlock()
+        guard fd >= 0 else { return false }
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return false }
+            off += n
+        }
+        return true
+    }
+
     /// qemu's own stderr (errors about options, files, accelerators).
     public var qemuStderr: String { stderrText.text }
 
@@ -417,6 +447,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
 
     private func closeWatchdogLocked() {
         if watchdogWrite >= 0 { close(watchdogWrite); watchdogWrite = -1 }
+        if consoleInputFD >= 0 { close(consoleInputFD); consoleInputFD = -1 }
     }
 
     private func closeFDs() {

@@ -9,7 +9,7 @@ public enum KtstrAvailability {
     /// nil when a VM of this shape can run here; else one line with the cause and the fix.
     public static func unavailableReason(for config: VMConfig) -> String? {
         let kernel: KernelArtifacts
-        do { kernel = try Provisioning.kernel(explicit: config.kernel) } catch { return "\(error)" }
+        do { kernel = try Provisioning.kernel(explicit: config.kernel, registry: config.registry) } catch { return "\(error)" }
         do { try SchedulerRun.requireSchedExt(vmlinux: kernel.vmlinux, kernel: kernel.image, schedulerRequested: true) } catch {
             return "\(error)"
         }

@@ -14,6 +14,8 @@ public struct KtstrTrait: TestTrait, SuiteTrait, TestScoping {
     public var cpus: Int?
     public var memoryMiB: Int?
     public var topology: Topology?
+    /// A kernel tree, a bzImage/vmlinux, a name registered with `ktstr kernel add`, or a fetched
+    /// Debian version (`ktstr kernel fetch VERSION`); nil: `KTSTR_KERNEL`, else the default.
     public var kernel: String?
     public var backend: BackendChoice?
     public var timeout: Duration?

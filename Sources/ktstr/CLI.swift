@@ -67,6 +67,17 @@ struct Arguments {
         return values
     }
 
+    /// Removes `-<letter> V` and returns V (last one wins): `ktstr shell -c CMD`.
+    mutating func shortOption(_ letter: Character) throws -> String? {
+        var value: String?
+        while let i = items.firstIndex(of: "-\(letter)") {
+            guard i + 1 < items.count else { throw CLIError("-\(letter) needs a value", status: 2) }
+            value = items[i + 1]
+            items.removeSubrange(i...i + 1)
+        }
+        return value
+    }
+
     mutating func intOption(_ name: String) throws -> Int? {
         guard let v = try option(name) else { return nil }
         guard let n = Int(v) else { throw CLIError("--\(name) takes a whole number, not '\(v)'", status: 2) }

@@ -9,7 +9,8 @@ import KtstrFixtures
 @main
 struct KtstrCLI {
     static let commands: [CLICommand] = [
-        DemoCommand(), RunCommand(), BootCommand(), KernelCommand(), SetupCommand(), DoctorCommand(), BenchCommand(), SchedulersCommand(), GauntletCommand(),
+        DemoCommand(), RunCommand(), ShellCommand(), BootCommand(), KernelCommand(), SetupCommand(), DoctorCommand(), BenchCommand(),
+        SchedulersCommand(), GauntletCommand(),
     ]
 
     static func usage() -> String {

@@ -15,7 +15,7 @@ struct RunCommand: CLICommand {
         USAGE: ktstr run [--scheduler simple|fault|none|PATH] [--scheduler-args "ARGS"]
                          [--workload spinners:4|sleepers:4|pingpong:1|forkstorm:2|idle]
                          [--cpus N | --topology T] [--memory MiB] [--duration S] [--timeout S]
-                         [--backend auto|kvm|qemu|qemu-tcg] [--kernel PATH] [--artifacts DIR] [--json]
+                         [--backend auto|kvm|qemu|qemu-tcg] [--kernel PATH|NAME] [--artifacts DIR] [--json]
                          [--timeline FILE.svg]
                          [--bpf-set MAP.VAR=VALUE@SECONDS]... [--watchdog-timeout S]
 
@@ -71,7 +71,8 @@ struct RunCommand: CLICommand {
         default: .binary(path: schedName, args: schedArgs)
         }
         // Checked before the progress line so a bad --kernel prints one line and exits 1.
-        if let kernel { try KernelImage.validate(path: kernel) }
+        // --kernel: a tree, a bzImage/vmlinux, a registered name or a cached version.
+        if let kernel { try KernelImage.validate(path: try Provisioning.kernel(named: kernel).image) }
         if let timelineFile { try Self.checkWritable(timelineFile) }
         var topology: Topology?
         if let topologyName {

@@ -99,8 +99,8 @@ extension Provisioning {
 extension Provisioning {
     /// One line for a kernel without a config: what fails and what fixes it.
     public static func missingKernelConfigAdvice(_ kernel: KernelArtifacts) -> String {
-        let fix = kernel.version == defaultKernelVersion
-            ? "run `swift run ktstr kernel fetch` (fetches it into the cache)"
+        let fix = kernel.image.hasPrefix(kernelsDirectory + "/")
+            ? "run `swift run ktstr kernel fetch \(kernel.version ?? defaultKernelVersion)` (fetches it into the cache)"
             : "put the kernel's .config next to \(kernel.image)"
         return "no kernel config for \(kernel.image): schedulers with __kconfig externs (CONFIG_*) "
             + "will fail to load (libbpf: failed to open system Kconfig) — \(fix)"

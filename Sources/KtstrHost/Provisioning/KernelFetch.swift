@@ -46,29 +46,54 @@ extension Provisioning {
     /// (vmlinuz, maybe vmlinux and config, no stamp) or by an older ktstr (no config) is
     /// verified and completed instead of downloaded again.
     public static func fetchDefaultKernel(progress: ProvisioningProgress = { _ in }) throws -> KernelArtifacts {
+        try fetchKernel(version: defaultKernelVersion, progress: progress)
+    }
+
+    /// Any Debian kernel version the private apt setup can see (`linux-binary-unsigned-<version>`
+    /// in trixie-backports, e.g. `7.2.12+deb13-cloud-amd64`), fetched like the default one into
+    /// `<cache>/kernels/<version>`; `--kernel <version>` then boots it. Whether it has sched_ext
+    /// is for the caller to check (`KernelCapabilities.hasSchedExt`).
+    public static func fetchKernel(version: String, progress: ProvisioningProgress = { _ in }) throws -> KernelArtifacts {
+        guard isValidKernelVersion(version) else {
+            throw ProvisioningError.failed(step: "fetch kernel \(version)",
+                                           detail: "not a Debian kernel version (like \(defaultKernelVersion))")
+        }
         let lock = try lockCache(progress: progress)
         defer { close(lock) }
-        return try ensureDefaultKernel(shell: ProvisioningShell(), progress: progress).artifacts
+        return try ensureKernel(version: version, shell: ProvisioningShell(), progress: progress).artifacts
+    }
+
+    /// Letters, digits and `.+~-` only: the version becomes a package name and a directory.
+    public static func isValidKernelVersion(_ v: String) -> Bool {
+        !v.isEmpty && v.count <= 100 && v.first != "." && v.first != "-"
+            && v.unicodeScalars.allSatisfy { ($0.properties.isASCIIHexDigit || ("a"..."z").contains($0) || ("A"..."Z").contains($0)
+                || "0123456789.+~-".unicodeScalars.contains($0)) }
     }
 
     static func ensureDefaultKernel(shell: ProvisioningShell, progress: ProvisioningProgress)
         throws -> (artifacts: KernelArtifacts, outcome: StepOutcome, detail: String)
     {
-        let version = defaultKernelVersion
+        try ensureKernel(version: defaultKernelVersion, shell: shell, progress: progress)
+    }
+
+    static func ensureKernel(version: String, shell: ProvisioningShell, progress: ProvisioningProgress)
+        throws -> (artifacts: KernelArtifacts, outcome: StepOutcome, detail: String)
+    {
+        let package = "linux-binary-unsigned-\(version)"
         let dir = "\(kernelsDirectory)/\(version)"
         let (image, vmlinux, versionFile) = (dir + "/vmlinuz", dir + "/vmlinux", dir + "/version")
         let config = dir + "/" + kernelConfigFile
         let stamp = ProvisioningStamp(path: dir + "/.stamp")
-        let key = kernelStampKey(version: version, package: defaultKernelPackage)
+        let key = kernelStampKey(version: version, package: package)
         let artifacts = KernelArtifacts(image: image, vmlinux: vmlinux, version: version, config: config)
         if stamp.isValid(key: key, outputs: [image, vmlinux, versionFile, config]) {
             return (artifacts, .cached, "\(version) at \(dir)")
         }
         var did: [String] = []
         if !BzImagePayload.looksLikeBzImage(atPath: image) {
-            try downloadKernelImage(package: defaultKernelPackage, version: version, to: image,
+            try downloadKernelImage(package: package, version: version, to: image,
                                     shell: shell, progress: progress)
-            did.append("downloaded \(defaultKernelPackage)")
+            did.append("downloaded \(package)")
         }
         if try ensureVmlinux(image: image, vmlinux: vmlinux, shell: shell, progress: progress) {
             did.append("extracted vmlinux")

@@ -44,14 +44,12 @@ public enum Provisioning {
 
     static func exists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
 
-    /// explicit path > `KTSTR_KERNEL` > the cached default kernel.
-    public static func kernel(explicit: String? = nil) throws -> KernelArtifacts {
+    /// explicit > `KTSTR_KERNEL` > the cached default kernel. An explicit kernel is a kernel
+    /// tree directory, a bzImage or vmlinux, a name registered in `registry` (`ktstr kernel
+    /// add`) or a cached Debian version (`kernel(named:registry:)`).
+    public static func kernel(explicit: String? = nil, registry: KernelRegistry = .default) throws -> KernelArtifacts {
         if let p = explicit ?? KtstrSettings.current.kernel, !p.isEmpty {
-            guard exists(p) else {
-                throw ProvisioningError.missing(what: "kernel \(p) does not exist", fix: "pass an existing bzImage or vmlinux")
-            }
-            let sibling = (p as NSString).deletingLastPathComponent + "/vmlinux"
-            return KernelArtifacts(image: p, vmlinux: exists(sibling) ? sibling : nil, config: kernelConfig(nextTo: p))
+            return try kernel(named: p, registry: registry)
         }
         let dir = "\(cacheDirectory)/kernels/\(defaultKernelVersion)"
         guard exists(dir + "/vmlinuz") else {

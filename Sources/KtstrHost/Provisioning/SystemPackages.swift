@@ -18,6 +18,7 @@ extension Provisioning {
         ("xz-utils", "unpacking linux-source"),
         ("zstd", "unpacking the kernel's vmlinux"),
         ("debian-archive-keyring", "verifying the trixie-backports downloads"),
+        ("busybox-static", "the guest shell of `ktstr shell` (/bin/busybox, static)"),
     ]
 
     /// The packages from `names` that dpkg does not report as installed.

@@ -24,6 +24,8 @@ public struct InitramfsAssembler: Sendable {
     public var kernelConfig: String?
     /// The release the guest will report (`KernelRelease.fromImage`), if known.
     public var kernelRelease: String?
+    /// More programs (host path, guest path), with their shared libraries: busybox for `ktstr shell`.
+    public var extraFiles: [(hostPath: String, guestPath: String)] = []
 
     public init(agentPath: String, schedulerPath: String?, planJSON: [UInt8], closure: SharedLibraryClosure = SharedLibraryClosure(),
                 kernelConfig: String? = nil, kernelRelease: String? = nil) {
@@ -42,6 +44,7 @@ public struct InitramfsAssembler: Sendable {
     public func assemble() throws -> (bytes: [UInt8], files: [SharedLibraryClosure.Placement]) {
         var roots = [(hostPath: agentPath, guestPath: "/init")]
         if let schedulerPath { roots.append((schedulerPath, Self.schedulerGuestPath)) }
+        roots += extraFiles
         let files = try closure.resolve(roots)
         var archive = Initramfs()
         for f in files {

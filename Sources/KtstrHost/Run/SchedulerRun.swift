@@ -55,7 +55,7 @@ public enum SchedulerRun {
         guard vm.timeoutSeconds.isFinite, vm.timeoutSeconds > 0, vm.timeoutSeconds <= VMConfig.maxTimeoutSeconds else {
             throw RunError.setup("timeout \(vm.timeoutSeconds) s: must be more than 0 and at most \(Int(VMConfig.maxTimeoutSeconds)) s")
         }
-        let kernel = try Provisioning.kernel(explicit: vm.kernel)
+        let kernel = try Provisioning.kernel(explicit: vm.kernel, registry: vm.registry)
         // Before any machine: a bad file is named here, not blamed on a "kernel panic" later.
         try KernelImage.validate(path: kernel.image)
         if kernel.config == nil { log.warning(Provisioning.missingKernelConfigAdvice(kernel)) }

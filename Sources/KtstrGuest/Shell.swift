@@ -1,0 +1,108 @@
+// Plan mode "shell" (`ktstr shell`, docs/PROTOCOLS.md "plan.json"): the scheduler is running;
+// busybox's sh runs on the console (ttyS0) as its controlling terminal until it exits, then
+// the agent stops the scheduler, reports and powers off.
+import Glibc
+import KtstrProtocol
+
+enum ShellMode {
+    static let console = "/dev/ttyS0"
+    static let busybox = RunPlan.Shell.busyboxPath
+
+    static func run(plan: RunPlan, shell: RunPlan.Shell, scheduler: pid_t?) -> Never {
+        let status = session(shell)
+        Channel.send(.shellExit(status: Int(status)))
+        if let pid = scheduler {
+            let st = Sys.reapIfExited(pid) ?? Agent.stopScheduler(pid)
+            Agent.reportExit(plan: plan, status: st)
+        }
+        Agent.finish(problem: nil)
+    }
+
+    /// Runs the shell; its status (exit code, or 128 + signal; 127 when it could not start).
+    static func session(_ shell: RunPlan.Shell) -> Int32 {
+        guard Sys.exists(busybox) else {
+            Channel.problem("\(busybox) missing from the initramfs — run `ktstr setup` (installs busybox-static)")
+            return 127
+        }
+        for d in ["/bin", "/sbin", "/usr", "/usr/bin", "/usr/sbin", "/root"] { mkdir(d, 0o755) }
+        // Applet links (/bin/ls → /bin/busybox ...): `busybox --install -s`.
+        switch Sys.spawn(busybox, ["--install", "-s"], output: "/tmp/ktstr-busybox-install.log", env: ["PATH=/bin:/sbin:/usr/bin:/usr/sbin"]) {
+        case let .success(pid): if Sys.waitFor(pid, millis: 10_000) == nil { kill(pid, SIGKILL); _ = Sys.waitFor(pid, millis: 1000) }
+        case let .failure(e): Channel.problem("busybox --install: \(e.text)")
+        }
+        let con = open(console, O_RDWR | O_NOCTTY | O_CLOEXEC)
+        guard con >= 0 else {
+            Channel.problem("open \(console): \(Sys.errnoText())")
+            return 127
+        }
+        defer { close(con) }
+        var t = termios()
+        if tcgetattr(con, &t) == 0 {
+            // Cooked, echoing, signals on: an ordinary terminal line. `-c`: no CR added before
+            // NL, so the command's output reaches the host byte for byte.
+            t.c_iflag |= tcflag_t(ICRNL | IXON)
+            t.c_lflag |= tcflag_t(ISIG | ICANON | ECHO | ECHOE | ECHOK | IEXTEN)
+            t.c_oflag |= tcflag_t(OPOST)
+            if shell.command != nil { t.c_oflag &= ~tcflag_t(ONLCR) } else { t.c_oflag |= tcflag_t(ONLCR) }
+            tcsetattr(con, TCSANOW, &t)
+        }
+        Sys.writeAll(con, Array("\n\(RunPlan.Shell.beginMarker)\n".utf8))
+        var env = ["PATH=/bin:/sbin:/usr/bin:/usr/sbin", "HOME=/root", "SHELL=/bin/sh", "USER=root", "LOGNAME=root",
+                   "TERM=\(shell.term ?? "vt100")", "PS1=ktstr:\\w# "]
+        if let r = shell.rows { env.append("LINES=\(r)") }
+        if let c = shell.columns { env.append("COLUMNS=\(c)") }
+        let args = shell.command.map { ["-c", $0] } ?? []
+        let pid: pid_t
+        switch spawnOnTerminal("/bin/sh", args, env: env) {
+        case let .success(p): pid = p
+        case let .failure(e):
+            Sys.writeAll(con, Array("\(e.text)\n\(RunPlan.Shell.endMarker)\n".utf8))
+            Channel.problem(e.text)
+            return 127
+        }
+        var st: Int32 = 0
+        while waitpid(pid, &st, 0) < 0 && errno == EINTR {}
+        // Whatever the shell left in the background goes with it.
+        kill(-pid, SIGKILL)
+        // The session leader's exit hung up the terminal (disassociate_ctty: vhangup for a
+        // non-pty tty), `con` included: the end marker needs a fresh open.
+        let after = open(console, O_WRONLY | O_NOCTTY | O_CLOEXEC)
+        let fd = after >= 0 ? after : con
+        Sys.writeAll(fd, Array("\(RunPlan.Shell.endMarker)\n".utf8))
+        tcdrain(fd)
+        if after >= 0 { close(after) }
+        return st & 0x7F == 0 ? (st >> 8) & 0xFF : 128 + (st & 0x7F)
+    }
+
+    /// posix_spawn in a new session whose controlling terminal is the console (the first tty
+    /// a session leader opens without O_NOCTTY): job control and Ctrl-C work in the shell.
+    static func spawnOnTerminal(_ path: String, _ args: [String], env: [String]) -> Result<pid_t, Sys.SpawnError> {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, console, O_RDWR, 0)
+        posix_spawn_file_actions_adddup2(&actions, 0, 1)
+        posix_spawn_file_actions_adddup2(&actions, 0, 2)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigdefault(&attr, &all)
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attr, &none)
+        posix_spawnattr_setschedpolicy(&attr, SCHED_OTHER)
+        var normal = sched_param(sched_priority: 0)
+        posix_spawnattr_setschedparam(&attr, &normal)
+        let setsid: Int32 = 0x80 // POSIX_SPAWN_SETSID (glibc ≥ 2.26)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSCHEDULER | setsid))
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, path, &actions, &attr, argv, envp)
+        guard rc == 0 else { return .failure(Sys.SpawnError(text: "spawn \(path): \(Sys.errnoText(rc))")) }
+        return .success(pid)
+    }
+}
