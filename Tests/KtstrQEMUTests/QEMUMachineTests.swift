@@ -45,8 +45,13 @@ struct QEMUMachineTests {
     @Test(.enabled(if: QEMUEnv.missingAgent == nil, Comment(rawValue: QEMUEnv.missingAgent ?? "")))
     func freezeGivesRegistersAndGuestMemoryIsShared() async throws {
         let kernel = try Provisioning.kernel()
-        let plan = RunPlan(scheduler: nil, workload: .init(kind: .idle, count: 0), durationMillis: 4000,
+        // Long enough that the freeze lands before the agent powers off even on a loaded host
+        // (4 s was not: other suites' VMs can delay this task by seconds after the hello).
+        let plan = RunPlan(scheduler: nil, workload: .init(kind: .idle, count: 0), durationMillis: 15_000,
                            kallsyms: ["init_top_pgt"], attachTimeoutMillis: 1000)
+        // A slot like every run's, so this VM does not boot on top of all the others.
+        let units = try await VMSlots.shared.acquire(vcpus: 2)
+        defer { Task { await VMSlots.shared.release(units) } }
         let image = try InitramfsAssembler(agentPath: try Provisioning.agentBinary(), schedulerPath: nil,
                                            planJSON: plan.encoded()).assemble()
         let initrd = try UnlinkedFile(contents: image.bytes)
@@ -71,7 +76,7 @@ struct QEMUMachineTests {
         let ram = Data(try m.guestMemory.readBytes(at: 0, count: 96 << 20))
         #expect(ram.range(of: Data("Linux version 7.".utf8)) != nil)
         try m.thaw()
-        let exit = try await Blocking.run { m.wait(timeout: .seconds(90)) }
+        let exit = try await Blocking.run { m.wait(timeout: .seconds(120)) }
         #expect(exit == .shutdown)
         #expect(QEMUEnv.leftovers(tag: m.instanceName).isEmpty)
     }
