@@ -212,8 +212,11 @@ import Testing
     }
 
     /// Writes the example pictures when KTSTR_TIMELINE_EXAMPLE names a directory (docs/).
-    @Test func writeExample() throws {
-        guard let dir = ProcessInfo.processInfo.environment["KTSTR_TIMELINE_EXAMPLE"] else { return }
+    static let exampleDir = ProcessInfo.processInfo.environment["KTSTR_TIMELINE_EXAMPLE"]
+
+    @Test(.enabled(if: exampleDir != nil, "writes the docs pictures only when KTSTR_TIMELINE_EXAMPLE=DIR is set"))
+    func writeExample() throws {
+        let dir = try #require(Self.exampleDir)
         let (t, workers) = Self.stallExample()
         let svg = TimelineSVG.render(t, workers: workers, title: "sched_ext timeline · scx_simple, a starved worker (synthetic) · exit error_stall")
         #expect(Self.parse(svg) != nil)

@@ -56,10 +56,12 @@ struct QEMUPrivacyTests {
         try #require(withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) } } == 0)
         try #require(listen(s, 1) == 0)
         let server = Thread {
+            // A failed accept leaves the probe with no greeting: the expectation below fails.
             let c = accept(s, nil, nil)
-            guard c >= 0 else { return }
-            _ = "{\"QMP\": {}}\n".utf8CString.withUnsafeBytes { write(c, $0.baseAddress, $0.count - 1) }
-            close(c)
+            if c >= 0 {
+                _ = "{\"QMP\": {}}\n".utf8CString.withUnsafeBytes { write(c, $0.baseAddress, $0.count - 1) }
+                close(c)
+            }
         }
         server.start()
         let secret = "/proc/\(getpid())/fd/\(s)" // this (root) process's fd: another uid may not open it

@@ -30,7 +30,7 @@ final class FakeQMPServer: @unchecked Sendable {
             var buf = [UInt8](repeating: 0, count: 4096)
             while true {
                 let n = buf.withUnsafeMutableBytes { read(c, $0.baseAddress, $0.count) }
-                guard n > 0 else { return }
+                if n <= 0 { break } // the client closed: the server is done
                 for line in splitter.feed(buf[0..<n]) {
                     let obj = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
                     let cmd = obj?["execute"] as? String ?? "?"

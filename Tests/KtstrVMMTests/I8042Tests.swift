@@ -40,10 +40,11 @@ import Testing
         #expect(bus.portDevice(at: 0x64) != nil)
         #expect(bus.portDevice(at: 0x61) == nil) // NMI status / speaker: not ours
         let v: UInt8 = 0xfe
-        guard let (dev, off) = bus.portDevice(at: 0x64) else { return }
+        let (dev, off) = try #require(bus.portDevice(at: 0x64))
         let a = withUnsafeBytes(of: v) { dev.write(offset: off, from: $0) }
-        guard case .shutdown = a else { Issue.record("0xFE to 0x64 must reset, got \(a)"); return }
-        guard let (data, doff) = bus.portDevice(at: 0x60) else { return }
+        let resets = if case .shutdown = a { true } else { false }
+        #expect(resets, "0xFE to 0x64 must reset, got \(a)")
+        let (data, doff) = try #require(bus.portDevice(at: 0x60))
         #expect(withUnsafeBytes(of: v) { data.write(offset: doff, from: $0) } == .none)
     }
 }
