@@ -77,32 +77,10 @@ enum ShellMode {
     /// posix_spawn in a new session whose controlling terminal is the console (the first tty
     /// a session leader opens without O_NOCTTY): job control and Ctrl-C work in the shell.
     static func spawnOnTerminal(_ path: String, _ args: [String], env: [String]) -> Result<pid_t, Sys.SpawnError> {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, console, O_RDWR, 0)
-        posix_spawn_file_actions_adddup2(&actions, 0, 1)
-        posix_spawn_file_actions_adddup2(&actions, 0, 2)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var all = sigset_t()
-        sigfillset(&all)
-        posix_spawnattr_setsigdefault(&attr, &all)
-        var none = sigset_t()
-        sigemptyset(&none)
-        posix_spawnattr_setsigmask(&attr, &none)
-        posix_spawnattr_setschedpolicy(&attr, SCHED_OTHER)
-        var normal = sched_param(sched_priority: 0)
-        posix_spawnattr_setschedparam(&attr, &normal)
-        let setsid: Int32 = 0x80 // POSIX_SPAWN_SETSID (glibc ≥ 2.26)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSCHEDULER | setsid))
-        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
-        let envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &actions, &attr, argv, envp)
-        guard rc == 0 else { return .failure(Sys.SpawnError(text: "spawn \(path): \(Sys.errnoText(rc))")) }
-        return .success(pid)
+        Sys.spawn(path, args, env: env, newSession: true) { actions in
+            posix_spawn_file_actions_addopen(&actions, 0, console, O_RDWR, 0)
+            posix_spawn_file_actions_adddup2(&actions, 0, 1)
+            posix_spawn_file_actions_adddup2(&actions, 0, 2)
+        }
     }
 }

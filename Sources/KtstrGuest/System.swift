@@ -101,14 +101,24 @@ enum Sys {
     /// posix_spawn with stdin from /dev/null and stdout+stderr to `output` (a file path) or
     /// inherited. Returns the pid or an error text.
     static func spawn(_ path: String, _ args: [String], output: String?, env: [String]) -> Result<pid_t, SpawnError> {
+        spawn(path, args, env: env, newSession: false) { actions in
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            if let output {
+                posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+                posix_spawn_file_actions_adddup2(&actions, 1, 2)
+            }
+        }
+    }
+
+    /// posix_spawn with `stdio` setting up the child's fds 0...2, default signal state, and
+    /// SCHED_OTHER; `newSession`: the child leads a new session (its first tty opened without
+    /// O_NOCTTY becomes its controlling terminal).
+    static func spawn(_ path: String, _ args: [String], env: [String], newSession: Bool,
+                      stdio: (inout posix_spawn_file_actions_t) -> Void) -> Result<pid_t, SpawnError> {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        if let output {
-            posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-            posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        }
+        stdio(&actions)
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
@@ -124,7 +134,9 @@ enum Sys {
         posix_spawnattr_setschedpolicy(&attr, SCHED_OTHER)
         var normal = sched_param(sched_priority: 0)
         posix_spawnattr_setschedparam(&attr, &normal)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSCHEDULER))
+        let setsid: Int32 = 0x80 // POSIX_SPAWN_SETSID (glibc ≥ 2.26)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSCHEDULER
+                                              | (newSession ? setsid : 0)))
 
         let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup($0) } + [nil]

@@ -1,10 +1,6 @@
 import Foundation
-import KtstrMachine
+import KtstrHost
 import KtstrVMM
-import KtstrQEMU
-import KtstrSchedExt
-import KtstrProtocol
-import KtstrFixtures
 
 /// One `ktstr` subcommand. Each lives in its own file; `KtstrCLI.swift` lists them.
 protocol CLICommand: Sendable {
@@ -116,5 +112,34 @@ struct Arguments {
 enum Progress {
     static func step(_ message: String) {
         FileHandle.standardError.write(Data("==> \(message)\n".utf8))
+    }
+}
+
+/// The checks and conversions `run`, `shell` and `gauntlet` share, one copy each.
+enum RunArguments {
+    /// `simple`, `fault`, `none`, or the path of a scheduler binary.
+    static func scheduler(_ name: String, args: [String]) -> SchedulerSpec {
+        switch name {
+        case "none": .none
+        case "simple": .simple(args: args)
+        case "fault": .fault(args: args)
+        default: .binary(path: name, args: args)
+        }
+    }
+
+    static func checkTimeout(_ timeout: Double) throws {
+        guard timeout > 0, timeout <= VMConfig.maxTimeoutSeconds else {
+            throw CLIError("--timeout must be more than 0 and at most \(Int(VMConfig.maxTimeoutSeconds)) s", status: 2)
+        }
+    }
+
+    static func checkMemory(_ memory: Int) throws {
+        guard (128...65536).contains(memory) else { throw CLIError("--memory must be 128...65536 MiB", status: 2) }
+    }
+
+    /// A `--kernel` value (a tree, a bzImage/vmlinux, a registered name or a cached version):
+    /// checked before anything boots, so a bad one is one line and exit status 1.
+    static func checkKernel(_ kernel: String) throws {
+        try KernelImage.validate(path: try Provisioning.kernel(named: kernel).image)
     }
 }

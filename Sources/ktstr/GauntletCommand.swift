@@ -64,20 +64,13 @@ struct GauntletCommand: CLICommand {
         let kernels = kernelText.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         guard !topologies.isEmpty, !kernels.isEmpty else { throw CLIError("--topologies and --kernels need at least one entry", status: 2) }
         guard duration >= 0, duration <= 3600 else { throw CLIError("--duration must be 0...3600 s", status: 2) }
-        guard (128...65536).contains(memory) else { throw CLIError("--memory must be 128...65536 MiB", status: 2) }
-        guard timeout > 0, timeout <= VMConfig.maxTimeoutSeconds else {
-            throw CLIError("--timeout must be more than 0 and at most \(Int(VMConfig.maxTimeoutSeconds)) s", status: 2)
-        }
+        try RunArguments.checkMemory(memory)
+        try RunArguments.checkTimeout(timeout)
         guard let backend = BackendChoice(rawValue: backendText) else {
             throw CLIError("--backend must be auto, kvm, qemu or qemu-tcg, not '\(backendText)'", status: 2)
         }
-        for k in kernels where k != "default" { try KernelImage.validate(path: k) }
-        let scheduler: SchedulerSpec = switch schedName {
-        case "none": .none
-        case "simple": .simple(args: schedArgs)
-        case "fault": .fault(args: schedArgs)
-        default: .binary(path: schedName, args: schedArgs)
-        }
+        for k in kernels where k != "default" { try RunArguments.checkKernel(k) }
+        let scheduler = RunArguments.scheduler(schedName, args: schedArgs)
 
         var cells: [Gauntlet.Cell] = []
         let total = topologies.count * kernels.count

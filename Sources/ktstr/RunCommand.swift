@@ -56,23 +56,16 @@ struct RunCommand: CLICommand {
         if let w = watchdogTimeout, !(w > 0 && w <= 30) { throw CLIError("--watchdog-timeout must be more than 0 and at most 30 s", status: 2) }
 
         guard (1...64).contains(cpus) else { throw CLIError("--cpus must be 1...64", status: 2) }
-        guard (128...65536).contains(memory) else { throw CLIError("--memory must be 128...65536 MiB", status: 2) }
+        try RunArguments.checkMemory(memory)
         guard duration >= 0, duration <= 3600 else { throw CLIError("--duration must be 0...3600 s", status: 2) }
-        guard timeout > 0, timeout <= VMConfig.maxTimeoutSeconds else {
-            throw CLIError("--timeout must be more than 0 and at most \(Int(VMConfig.maxTimeoutSeconds)) s", status: 2)
-        }
+        try RunArguments.checkTimeout(timeout)
         guard let backend = BackendChoice(rawValue: backendText) else {
             throw CLIError("--backend must be auto, kvm, qemu or qemu-tcg, not '\(backendText)'", status: 2)
         }
-        let scheduler: SchedulerSpec = switch schedName {
-        case "none": .none
-        case "simple": .simple(args: schedArgs)
-        case "fault": .fault(args: schedArgs)
-        default: .binary(path: schedName, args: schedArgs)
-        }
+        let scheduler = RunArguments.scheduler(schedName, args: schedArgs)
         // Checked before the progress line so a bad --kernel prints one line and exits 1.
         // --kernel: a tree, a bzImage/vmlinux, a registered name or a cached version.
-        if let kernel { try KernelImage.validate(path: try Provisioning.kernel(named: kernel).image) }
+        if let kernel { try RunArguments.checkKernel(kernel) }
         if let timelineFile { try Self.checkWritable(timelineFile) }
         var topology: Topology?
         if let topologyName {

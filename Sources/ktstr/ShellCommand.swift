@@ -36,20 +36,13 @@ struct ShellCommand: CLICommand {
         let timeout = try args.doubleOption("timeout") ?? (command == nil ? VMConfig.maxTimeoutSeconds : 600)
         try args.finish()
         guard (1...64).contains(cpus) else { throw CLIError("--cpus must be 1...64", status: 2) }
-        guard (128...65536).contains(memory) else { throw CLIError("--memory must be 128...65536 MiB", status: 2) }
-        guard timeout > 0, timeout <= VMConfig.maxTimeoutSeconds else {
-            throw CLIError("--timeout must be more than 0 and at most \(Int(VMConfig.maxTimeoutSeconds)) s", status: 2)
-        }
+        try RunArguments.checkMemory(memory)
+        try RunArguments.checkTimeout(timeout)
         guard let backend = BackendChoice(rawValue: backendText), backend != .kvm else {
             throw CLIError("--backend must be auto, qemu or qemu-tcg, not '\(backendText)' (the shell needs qemu's console input)", status: 2)
         }
-        let scheduler: SchedulerSpec = switch schedName {
-        case "none": .none
-        case "simple": .simple(args: schedArgs)
-        case "fault": .fault(args: schedArgs)
-        default: .binary(path: schedName, args: schedArgs)
-        }
-        if let kernel { try KernelImage.validate(path: try Provisioning.kernel(named: kernel).image) }
+        let scheduler = RunArguments.scheduler(schedName, args: schedArgs)
+        if let kernel { try RunArguments.checkKernel(kernel) }
         let vm = VMConfig(cpus: cpus, memoryMiB: memory, kernel: kernel, backend: backend, timeoutSeconds: timeout)
 
         let interactive = command == nil

@@ -17,10 +17,11 @@ private struct Seen: Sendable {
 @Suite(.ktstr(cpus: 2, memoryMiB: 512))
 struct LiveBPFState {
     /// The fault scheduler's `ktstr_knob_error_now` is set from the host 1 s after the scheduler
-    /// enabled; `error_bpf` follows that write, never precedes it.
+    /// enabled; `error_bpf` follows that write, never precedes it. (The error ends the run at
+    /// once; the long duration only leaves room for a loaded host to reach the write.)
     @Test func hostSetsTheErrorKnobMidRun() async throws {
         let seen = Mutex(Seen())
-        let outcome = try await Ktstr.run(scheduler: .fault(), workload: .spinners(2), duration: .seconds(6)) { vm in
+        let outcome = try await Ktstr.run(scheduler: .fault(), workload: .spinners(2), duration: .seconds(12)) { vm in
             let bss = try vm.bpf("ktstr_fa.bss")
             let before = try bss.get("ktstr_knob_error_now")
             try await vm.sleep(.seconds(1))

@@ -39,8 +39,8 @@ public struct RunOutcome: Codable, Sendable {
     /// outcome's JSON (RunOutcome+Timeline.swift).
     @NotEncoded public var fullTimeline: Timeline? = nil
     /// Writes to the guest's BPF maps made during the run (`during:` closure, `--bpf-set`),
-    /// oldest first, with host times; nil when none. `BPFWrite.marker(millis:)` makes a
-    /// timeline marker of each.
+    /// oldest first, with host times; nil when none. Each is also a `bpf_write` marker on the
+    /// timeline.
     public var bpfWrites: [BPFWrite]?
     /// Host milliseconds from the VM's start to the agent's `sched_enabled`, and to the host
     /// first seeing the scheduler's exit record in guest memory.

@@ -121,7 +121,7 @@ public enum SchedulerRun {
 
         let started = ContinuousClock.now
         // The live handle (during: closure, watchdog override) starts once the scheduler enabled.
-        let writes = BPFWriteLog { w in sampler?.mark(.bpfWrite, "\(w.map).\(w.target)=\(w.new)") }, watchdog = WatchdogBox()
+        let writes = BPFWriteLog { w in sampler?.mark(.bpfWrite, w.markerLabel) }, watchdog = WatchdogBox()
         let liveTask: Task<[String], Never>? = live.isEmpty || sched == nil || !settings.monitorEnabled ? nil : Task {
             await runLive(live, monitor: monitor, collector: collector, cpuCount: vm.cpus, started: started,
                           writes: writes, watchdog: watchdog, log: log)

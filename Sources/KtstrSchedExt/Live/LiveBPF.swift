@@ -48,10 +48,8 @@ public struct BPFWrite: Codable, Sendable, Equatable {
         self.millis = millis; self.millisAfterEnabled = millisAfterEnabled
     }
 
-    /// The write as a timeline marker (`Timeline.markers`), `millis` on the timeline's clock.
-    public func marker(millis: Int) -> TimelineMarker {
-        TimelineMarker(millis: millis, kind: .bpfWrite, label: "\(map).\(target)=\(new)")
-    }
+    /// The write's label on the timeline (`TimelineMarker.Kind.bpfWrite`).
+    public var markerLabel: String { "\(map).\(target)=\(new)" }
 }
 
 /// The BPF maps of a running guest, read and written in guest RAM (no help from the guest).
