@@ -32,6 +32,10 @@ struct RunCommand: CLICommand {
         name, e.g. ktstr_fa.bss, or a suffix such as .bss) SECONDS after the scheduler enabled,
         in guest memory; the writes are listed in the outcome. --watchdog-timeout S sets the
         kernel's sched_ext watchdog timeout to S seconds once the scheduler enabled.
+        --scheduler-args go to the scheduler; the fault scheduler takes --error-after N,
+        --stall-pid-every N [--timeout-ms MS], --exit-after N --code C, --bogus-dsq, and, unfair
+        on purpose, --favour-comm PREFIX [--favour-count N] [--favour-slice-ms MS] (the first N
+        tasks whose comm starts with PREFIX always run first; Schedulers/README.md).
         """
 
     func run(_ args: inout Arguments) async throws -> Int32 {
