@@ -10,6 +10,8 @@ public enum AgentMessage: Sendable, Equatable {
     /// The exit as the agent could read it; `exit.source` is `loader` or `kmsg`.
     case schedulerExit(SchedulerExit)
     case workers([WorkerStats])
+    /// A scenario's measurements (RunPlan.scenario), sent after the run and before `workers`.
+    case scenario(ScenarioReport)
     case log(stream: String, text: String)
     /// Something that went wrong; `kind` says what, for the host to decide on (never the text).
     case problem(String, kind: AgentProblemKind? = nil)
@@ -29,7 +31,7 @@ public enum AgentMessage: Sendable, Equatable {
     /// The `type` field of each case.
     private enum Tag: String {
         case hello, schedStarted = "sched_started", schedEnabled = "sched_enabled", schedExit = "sched_exit"
-        case workers, log, problem, done, shellExit = "shell_exit"
+        case workers, scenario, log, problem, done, shellExit = "shell_exit"
     }
 
     /// Parses one line; nil for anything that is not a valid `@ktstr {json}` message.
@@ -61,6 +63,7 @@ public enum AgentMessage: Sendable, Equatable {
                             waitNanos: w["waitNanos"]?.uint64 ?? 0, runs: w["runs"]?.uint64 ?? 0,
                             iterations: w["iterations"]?.uint64 ?? 0, lastCPU: w["lastCPU"]?.int)
             })
+        case .scenario: return .scenario(ScenarioReport.from(obj))
         case .log: return .log(stream: str("stream"), text: str("text"))
         case .problem: return .problem(str("message"), kind: AgentProblemKind(rawValue: str("kind")))
         case .done: return .done
@@ -92,6 +95,7 @@ public enum AgentMessage: Sendable, Equatable {
                          ("waitNanos", .uint(w.waitNanos)), ("runs", .uint(w.runs)), ("iterations", .uint(w.iterations)),
                          ("lastCPU", w.lastCPU.map(JSON.int) ?? .null)])
             }))])
+        case let .scenario(report): (type, fields) = (Tag.scenario.rawValue, report.fields)
         case let .log(stream, text): (type, fields) = (Tag.log.rawValue, [("stream", .string(stream)), ("text", .string(text))])
         case let .problem(message, kind):
             (type, fields) = (Tag.problem.rawValue, [("message", .string(message))] + (kind.map { [("kind", JSON.string($0.rawValue))] } ?? []))

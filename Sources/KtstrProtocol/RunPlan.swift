@@ -57,15 +57,21 @@ public struct RunPlan: Codable, Sendable, Equatable {
     /// The agent's own hard limit; past it it reports a problem and reboots. nil: the agent
     /// derives one (`agentDeadlineMillis`).
     public var deadlineMillis: Int?
+    /// Set: the agent runs this scenario instead of `workload` (docs/PROTOCOLS.md "Scenarios").
+    public var scenario: Scenario?
 
     public init(scheduler: Scheduler?, workload: Workload, durationMillis: Int, kallsyms: [String],
-                attachTimeoutMillis: Int, deadlineMillis: Int? = nil) {
+                attachTimeoutMillis: Int, deadlineMillis: Int? = nil, scenario: Scenario? = nil) {
         self.scheduler = scheduler; self.workload = workload; self.durationMillis = durationMillis
         self.kallsyms = kallsyms; self.attachTimeoutMillis = attachTimeoutMillis; self.deadlineMillis = deadlineMillis
+        self.scenario = scenario
     }
 
-    /// The deadline the agent arms: `deadlineMillis`, else duration + attach timeout + 60 s.
-    public var agentDeadlineMillis: Int { deadlineMillis ?? durationMillis + attachTimeoutMillis + 60_000 }
+    /// How long the workload runs: the scenario's duration when it sets one, else `durationMillis`.
+    public var runMillis: Int { scenario?.durationMillis ?? durationMillis }
+
+    /// The deadline the agent arms: `deadlineMillis`, else the run's length + attach timeout + 60 s.
+    public var agentDeadlineMillis: Int { deadlineMillis ?? runMillis + attachTimeoutMillis + 60_000 }
 
     /// Explicit nulls (the agent's decoder treats absent and null alike, but the contract shows null).
     public func encode(to encoder: Encoder) throws {
@@ -77,6 +83,7 @@ public struct RunPlan: Codable, Sendable, Equatable {
         try c.encode(attachTimeoutMillis, forKey: .attachTimeoutMillis)
         try c.encodeIfPresent(deadlineMillis, forKey: .deadlineMillis)
         try c.encodeIfPresent(shell, forKey: .shell)
+        try c.encodeIfPresent(scenario, forKey: .scenario)
     }
 
     /// plan.json's bytes, fields in the order docs/PROTOCOLS.md shows, explicit nulls.
@@ -104,6 +111,7 @@ public struct RunPlan: Codable, Sendable, Equatable {
                                              ("rows", shell.rows.map(JSON.int) ?? .null),
                                              ("columns", shell.columns.map(JSON.int) ?? .null)])))
         }
+        if let scenario { fields.append(("scenario", scenario.json)) }
         return .object(fields)
     }
 }

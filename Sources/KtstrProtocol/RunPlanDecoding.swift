@@ -12,7 +12,8 @@ extension RunPlan {
     public static let maxKallsyms = 256
 
     /// Decodes and validates plan.json: absent fields take defaults, numbers are clamped,
-    /// an unknown workload kind or an unsafe cgroup name is an error.
+    /// an unknown workload kind or an unsafe cgroup name is an error; a `scenario` is read by
+    /// `Scenario.decode` (its clamps and errors, ScenarioDecoding.swift).
     public static func decode(_ bytes: [UInt8]) -> Result<RunPlan, DecodeError> {
         func fail(_ text: String) -> Result<RunPlan, DecodeError> { .failure(DecodeError(text: "plan.json: " + text)) }
         guard let j = JSON.parse(bytes), j.object != nil else { return fail("not a JSON object") }
@@ -44,6 +45,12 @@ extension RunPlan {
             plan.shell = Shell(command: s?["command"]?.string, term: s?["term"]?.string.map { String($0.prefix(64)) },
                                rows: s?["rows"]?.int.map { clamp($0, 1, 1000) }, columns: s?["columns"]?.int.map { clamp($0, 1, 1000) })
         case let other: return fail("unknown mode '\(other)' (run, shell)")
+        }
+        if let sc = j["scenario"], sc != .null {
+            switch Scenario.decode(sc) {
+            case let .success(s): plan.scenario = s
+            case let .failure(e): return fail(e.text)
+            }
         }
         return .success(plan)
     }

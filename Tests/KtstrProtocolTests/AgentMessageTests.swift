@@ -50,6 +50,8 @@ import Testing
         .workers([WorkerStats(index: 0, pid: 60, cpuNanos: 1 << 40, waitNanos: 2, runs: 3, iterations: 4, lastCPU: 1),
                   WorkerStats(index: 1, pid: 61, cpuNanos: 0, waitNanos: 0, runs: 0, iterations: 0, lastCPU: nil)]),
         .workers([]),
+        .scenario(ScenarioTests.report),
+        .scenario(ScenarioReport(phases: [], workers: [], cgroups: [])),
         .log(stream: "scheduler", text: "line 1\nline 2\t\\"),
         .problem("agent deadline passed"),
         .problem("scheduler died before attaching (exit 1)", kind: .schedulerFailedToLoad),
