@@ -28,11 +28,16 @@ static const char usage[] =
 "  --code C               exit code for --exit-after (default 0)\n"
 "  --bogus-dsq            insert into a DSQ that does not exist         (-> error)\n"
 "  --bogus-after N        ... starting at the Nth enqueue (default 1)\n"
+"  --favour-comm PREFIX   unfair on purpose: the first --favour-count user tasks whose\n"
+"                         comm starts with PREFIX always run before every other task\n"
+"  --favour-count N       how many tasks to favour (default 1 with --favour-comm; alone:\n"
+"                         the first N user tasks of any comm)\n"
+"  --favour-slice-ms MS   a favoured task's slice (default 200)\n"
 "  -v, --verbose          libbpf debug messages\n"
 "  -h, --help             this text\n";
 
 enum { OPT_ERROR_AFTER = 256, OPT_STALL, OPT_TIMEOUT, OPT_EXIT_AFTER, OPT_CODE,
-       OPT_BOGUS, OPT_BOGUS_AFTER };
+       OPT_BOGUS, OPT_BOGUS_AFTER, OPT_FAVOUR_COMM, OPT_FAVOUR_COUNT, OPT_FAVOUR_SLICE };
 
 static const struct option long_options[] = {
 	{ "error-after",     required_argument, NULL, OPT_ERROR_AFTER },
@@ -42,6 +47,9 @@ static const struct option long_options[] = {
 	{ "code",            required_argument, NULL, OPT_CODE },
 	{ "bogus-dsq",       no_argument,       NULL, OPT_BOGUS },
 	{ "bogus-after",     required_argument, NULL, OPT_BOGUS_AFTER },
+	{ "favour-comm",     required_argument, NULL, OPT_FAVOUR_COMM },
+	{ "favour-count",    required_argument, NULL, OPT_FAVOUR_COUNT },
+	{ "favour-slice-ms", required_argument, NULL, OPT_FAVOUR_SLICE },
 	{ "verbose",         no_argument,       NULL, 'v' },
 	{ "help",            no_argument,       NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -104,7 +112,8 @@ int main(int argc, char **argv)
 	struct ktstr_fault *skel;
 	struct bpf_link *link;
 	long long error_after = 0, stall_every = 0, timeout_ms = 3000, exit_after = 0;
-	long long code = 0, bogus_after = 1;
+	long long code = 0, bogus_after = 1, favour_count = -1, favour_slice_ms = 200;
+	const char *favour_comm = NULL;
 	bool bogus = false;
 	int opt;
 
@@ -117,6 +126,16 @@ int main(int argc, char **argv)
 		case OPT_CODE:        code = parse_number("code", optarg, -(1LL << 31), (1LL << 31) - 1); break;
 		case OPT_BOGUS:       bogus = true; break;
 		case OPT_BOGUS_AFTER: bogus_after = parse_number("bogus-after", optarg, 1, 1LL << 40); break;
+		case OPT_FAVOUR_COMM:
+			/* The BPF side compares at most TASK_COMM_LEN - 1 bytes. */
+			if (strlen(optarg) > 15) {
+				fprintf(stderr, "ktstr-fault: --favour-comm takes at most 15 bytes (a comm prefix), not '%s'\n", optarg);
+				return 2;
+			}
+			favour_comm = optarg;
+			break;
+		case OPT_FAVOUR_COUNT: favour_count = parse_number("favour-count", optarg, 0, 64); break;
+		case OPT_FAVOUR_SLICE: favour_slice_ms = parse_number("favour-slice-ms", optarg, 1, 10000); break;
 		case 'v':             verbose = true; break;
 		case 'h':             printf(usage, argv[0]); return 0;
 		default:              fprintf(stderr, usage, argv[0]); return 2;
@@ -126,6 +145,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ktstr-fault: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
+
+	/* --favour-comm alone favours one task; --favour-count alone, any comm. */
+	if (favour_count < 0)
+		favour_count = favour_comm ? 1 : 0;
 
 	libbpf_set_print(libbpf_print_fn);
 	signal(SIGINT, on_signal);
@@ -138,6 +161,10 @@ int main(int argc, char **argv)
 	skel->bss->ktstr_knob_exit_code = code;
 	skel->bss->ktstr_knob_bogus_dsq = bogus;
 	skel->bss->ktstr_knob_bogus_after = bogus_after;
+	skel->bss->ktstr_knob_favour_count = favour_count;
+	skel->bss->ktstr_knob_favour_slice_ns = (u64)favour_slice_ms * 1000000ULL;
+	if (favour_comm)
+		memcpy(skel->bss->ktstr_knob_favour_comm, favour_comm, strlen(favour_comm));
 	skel->struct_ops.fault_ops->timeout_ms = (u32)timeout_ms;
 
 	SCX_OPS_LOAD(skel, fault_ops, ktstr_fault, uei);
@@ -166,18 +193,23 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	printf("ktstr-fault: attached (error_after=%lld stall_pid_every=%lld timeout_ms=%lld "
-	       "exit_after=%lld code=%lld bogus_dsq=%d bogus_after=%lld)\n",
-	       error_after, stall_every, timeout_ms, exit_after, code, bogus, bogus_after);
+	       "exit_after=%lld code=%lld bogus_dsq=%d bogus_after=%lld favour_count=%lld "
+	       "favour_comm='%s' favour_slice_ms=%lld)\n",
+	       error_after, stall_every, timeout_ms, exit_after, code, bogus, bogus_after,
+	       favour_count, favour_comm ? favour_comm : "", favour_slice_ms);
 	fflush(stdout);
 
 	while (!exit_req && !UEI_EXITED(skel, uei))
 		usleep(50 * 1000);
 
 	bpf_link__destroy(link);
-	printf("ktstr-fault: enqueued=%llu dispatched=%llu stall_dropped=%llu fired=%u\n",
+	printf("ktstr-fault: enqueued=%llu dispatched=%llu stall_dropped=%llu fired=%u "
+	       "favoured_dispatched=%llu first_favoured_pid=%d\n",
 	       (unsigned long long)skel->bss->ktstr_nr_enqueued,
 	       (unsigned long long)skel->bss->ktstr_nr_dispatched,
-	       (unsigned long long)skel->bss->ktstr_nr_stall_dropped, skel->bss->ktstr_fault_fired);
+	       (unsigned long long)skel->bss->ktstr_nr_stall_dropped, skel->bss->ktstr_fault_fired,
+	       (unsigned long long)skel->bss->ktstr_nr_favour_dispatched,
+	       skel->bss->ktstr_first_favoured_pid);
 	fflush(stdout);
 	report_exit(skel);
 	ktstr_fault__destroy(skel);

@@ -50,13 +50,21 @@ public enum SchedulerSpec: Codable, Sendable, Hashable {
     /// scx_simple from the kernel's tools/sched_ext.
     case simple(args: [String] = [])
     /// ktstr's fault-injection scheduler (`--error-after N`, `--stall-pid-every N`,
-    /// `--exit-after N --code C`, `--bogus-dsq`, `--timeout-ms MS`).
+    /// `--exit-after N --code C`, `--bogus-dsq`, `--timeout-ms MS`), and its unfairness knob
+    /// (`--favour-comm PREFIX [--favour-count N] [--favour-slice-ms MS]`: the first N tasks whose
+    /// comm starts with PREFIX always run first; Schedulers/README.md).
     case fault(args: [String] = [])
     /// Any scheduler binary on the host; its shared libraries travel with it.
     case binary(path: String, args: [String] = [])
 
     public static var simple: SchedulerSpec { .simple() }
     public static func fault(_ args: String...) -> SchedulerSpec { .fault(args: args) }
+    /// The fault scheduler, unfair on purpose: the first `count` tasks whose comm starts with
+    /// `comm` always run before every other task — a true positive for fairness and gap checks.
+    public static func unfair(favouring comm: String, count: Int = 1, sliceMillis: Int? = nil) -> SchedulerSpec {
+        .fault(args: ["--favour-comm", comm, "--favour-count", String(count)]
+               + (sliceMillis.map { ["--favour-slice-ms", String($0)] } ?? []))
+    }
 }
 
 /// What runs under the scheduler. Small and deterministic.

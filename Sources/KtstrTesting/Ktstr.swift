@@ -65,16 +65,50 @@ public enum Ktstr {
                            duration: Duration = .seconds(3), topology: Topology? = nil,
                            watchdogTimeout: Duration? = nil,
                            during: (@Sendable (LiveVM) async throws -> Void)? = nil) async throws -> RunOutcome {
+        try await run { vm, runDir in
+            try await SchedulerRun.run(vm: topology.map { t in var v = vm; v.topology = t; return v } ?? vm,
+                                       scheduler: scheduler, workload: workload,
+                                       duration: duration, artifactsDirectory: runDir, log: .default,
+                                       live: LiveOptions(watchdogTimeout: watchdogTimeout ?? current?.watchdogTimeout,
+                                                         during: during))
+        }
+    }
+
+    /// Runs `scenario` (cgroups, workers, phases, checks: docs/SCENARIOS.md) under `scheduler`
+    /// in a fresh VM. The scenario's `durationMillis`, when set, wins over `duration`. The
+    /// outcome has `scenario` (per worker, cgroup and phase), `cgroups` (CPU shares) and
+    /// `checks` (evaluated): assert with `expectChecksPass()` / `expectCheckFails(_:)`.
+    public static func run(scheduler: SchedulerSpec, scenario: Scenario, duration: Duration = .seconds(3),
+                           topology: Topology? = nil, watchdogTimeout: Duration? = nil,
+                           during: (@Sendable (LiveVM) async throws -> Void)? = nil) async throws -> RunOutcome {
+        try await run { vm, runDir in
+            try await SchedulerRun.run(vm: topology.map { t in var v = vm; v.topology = t; return v } ?? vm,
+                                       scheduler: scheduler, workload: .idle, duration: duration,
+                                       artifactsDirectory: runDir, log: .default,
+                                       live: LiveOptions(watchdogTimeout: watchdogTimeout ?? current?.watchdogTimeout, during: during),
+                                       scenario: scenario)
+        }
+    }
+
+    /// Runs `scenario` under `scheduler` and under `baseline` (default EEVDF, the kernel's
+    /// own scheduler), one VM each with the same configuration, one after the other, and
+    /// returns both outcomes with the ratios scheduler ÷ baseline (throughput, run delay,
+    /// wake latency p99): `#expect(try #require(c.ratios.throughput) >= 0.9)`.
+    public static func compare(scheduler: SchedulerSpec, baseline: SchedulerSpec = .eevdf, scenario: Scenario,
+                               duration: Duration = .seconds(3), topology: Topology? = nil) async throws -> ScenarioComparison {
+        let a = try await run(scheduler: scheduler, scenario: scenario, duration: duration, topology: topology)
+        let b = try await run(scheduler: baseline, scenario: scenario, duration: duration, topology: topology)
+        return ScenarioComparison(scheduler: a, baseline: b)
+    }
+
+    /// One run in the current test's context: its VM shape, `run<N>` artifacts, a skip on a
+    /// kernel without sched_ext, the outcome recorded for attachments.
+    static func run(_ body: (VMConfig, String) async throws -> RunOutcome) async throws -> RunOutcome {
         let context = current ?? KtstrContext(vm: VMConfig(), testName: "adhoc-\(getpid())")
-        var vm = context.vm
-        if let topology { vm.topology = topology }
         let runDir = context.artifactsDirectory + "/run\(context.runs.count + 1)"
         let outcome: RunOutcome
         do {
-            outcome = try await SchedulerRun.run(vm: vm, scheduler: scheduler, workload: workload,
-                                                 duration: duration, artifactsDirectory: runDir, log: .default,
-                                                 live: LiveOptions(watchdogTimeout: watchdogTimeout ?? context.watchdogTimeout,
-                                                                   during: during))
+            outcome = try await body(context.vm, runDir)
         } catch let e as SchedulerRun.RunError {
             // A kernel without sched_ext cannot run a scheduler test: a skip with the reason.
             guard case .kernelWithoutSchedExt = e, Test.current != nil else { throw e }

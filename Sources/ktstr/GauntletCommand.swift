@@ -11,7 +11,8 @@ struct GauntletCommand: CLICommand {
         """
         USAGE: ktstr gauntlet --scheduler simple|fault|none|PATH [--scheduler-args "ARGS"]
                               [--topologies T1,T2,...] [--kernels K1,K2,...] [--workload spinners:4]
-                              [--duration S] [--memory MiB] [--timeout S] [--backend auto|kvm|qemu|qemu-tcg] [--json]
+                              [--scenario FILE.json] [--duration S] [--memory MiB] [--timeout S]
+                              [--backend auto|kvm|qemu|qemu-tcg] [--json]
 
         Runs the scheduler once per cell of the matrix, one VM per cell, one after the other,
         every cell even when one fails, and prints one row per cell: topology, kernel, exit kind,
@@ -27,7 +28,8 @@ struct GauntletCommand: CLICommand {
           --workload     as for `ktstr run` (default spinners:4)
           --duration S   seconds of workload per cell (default 3)
           --memory MiB   guest RAM per cell (default 512; NUMA nodes share it)
-        Scenarios per cell (--scenario) are not there yet.
+          --scenario F   run this scenario (docs/SCENARIOS.md) in every cell instead of --workload;
+                         its checks must pass too (CHECKS shows "+ passed/total scenario")
 
         EXIT STATUS: 0 when every cell passed; 1 when any failed; 2 for a usage error.
         """
@@ -48,10 +50,10 @@ struct GauntletCommand: CLICommand {
         let timeout = try args.doubleOption("timeout") ?? 240
         let backendText = try args.option("backend") ?? "auto"
         let json = args.flag("json")
-        if try args.option("scenario") != nil {
-            throw CLIError("--scenario is not supported yet (scenarios are a separate issue)", status: 2)
-        }
+        let scenarioFile = try args.option("scenario")
         try args.finish()
+        let scenario: Scenario?
+        do { scenario = try scenarioFile.map(Scenario.load(path:)) } catch { throw CLIError("--scenario: \(error)", status: 2) }
 
         var topologies: [Topology] = []
         for name in topoText.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
@@ -78,14 +80,15 @@ struct GauntletCommand: CLICommand {
             for topo in topologies {
                 let label = topo.presetName ?? topo.description
                 let kernelLabel = kernel == "default" ? "default" : (kernel as NSString).lastPathComponent
-                Progress.step("[\(cells.count + 1)/\(total)] \(label) on \(kernelLabel): scheduler \(schedName), \(workload.kind.rawValue)×\(workload.count) for \(duration) s")
+                let what = scenario.map { "scenario \($0.name)" } ?? "\(workload.kind.rawValue)×\(workload.count) for \(duration) s"
+                Progress.step("[\(cells.count + 1)/\(total)] \(label) on \(kernelLabel): scheduler \(schedName), \(what)")
                 let vm = VMConfig(memoryMiB: memory, topology: topo, kernel: kernel == "default" ? nil : kernel,
                                   backend: backend, timeoutSeconds: timeout)
                 let started = ContinuousClock.now
                 do {
                     let o = try await SchedulerRun.run(vm: vm, scheduler: scheduler, workload: workload,
                                                        duration: .milliseconds(Int(duration * 1000)),
-                                                       artifactsDirectory: nil, log: .default)
+                                                       artifactsDirectory: nil, log: .default, scenario: scenario)
                     cells.append(Gauntlet.cell(topology: topo, kernel: kernelLabel, outcome: o, expectScheduler: schedName != "none"))
                 } catch is CancellationError {
                     throw CLIError("cancelled after \(cells.count) of \(total) cells", status: 130)

@@ -18,6 +18,7 @@ struct RunCommand: CLICommand {
                          [--backend auto|kvm|qemu|qemu-tcg] [--kernel PATH|NAME] [--artifacts DIR] [--json]
                          [--timeline FILE.svg]
                          [--bpf-set MAP.VAR=VALUE@SECONDS]... [--watchdog-timeout S]
+               ktstr run --scenario FILE.json [--baseline eevdf|simple|fault|PATH] [--scheduler ...] [--json] [...]
 
         Boots the guest kernel, starts the scheduler, runs the workload for --duration seconds
         (default 3), stops the scheduler and reports how it exited. Exit status 0 whenever the
@@ -32,6 +33,21 @@ struct RunCommand: CLICommand {
         name, e.g. ktstr_fa.bss, or a suffix such as .bss) SECONDS after the scheduler enabled,
         in guest memory; the writes are listed in the outcome. --watchdog-timeout S sets the
         kernel's sched_ext watchdog timeout to S seconds once the scheduler enabled.
+        --scheduler-args go to the scheduler; the fault scheduler takes --error-after N,
+        --stall-pid-every N [--timeout-ms MS], --exit-after N --code C, --bogus-dsq, and, unfair
+        on purpose, --favour-comm PREFIX [--favour-count N] [--favour-slice-ms MS] (the first N
+        tasks whose comm starts with PREFIX always run first; Schedulers/README.md).
+
+        --scenario FILE.json runs a scenario (cgroups with cpu.weight/cpuset.cpus/cpu.max, workers
+        of 13 work types, phases, checks: docs/SCENARIOS.md, Examples/scenarios/) instead of
+        --workload; its durationMillis, when set, replaces --duration. The report has a table per
+        cgroup (CPU share), per worker group, per check (measured against the limit) and per
+        phase; --json prints the outcome with `scenario`, `cgroups: [{path, weight, cpuShare}]`
+        and `checks: [{name, passed, measured, limit, ...}]`. --baseline eevdf (or another
+        scheduler) runs the same scenario again under it, same VM shape, one VM after the other,
+        and adds the ratios scheduler ÷ baseline (throughput, run delay, wake latency p99); with
+        --json the output is {scheduler, baseline, ratios}. The exit status does not depend on
+        the checks (they are in the output); 1 when a run did not complete.
         """
 
     func run(_ args: inout Arguments) async throws -> Int32 {
@@ -52,30 +68,38 @@ struct RunCommand: CLICommand {
         do { bpfSets = try args.options("bpf-set").map { t throws(LiveBPFError) in try BPFSetSpec(parsing: t) } }
         catch { throw CLIError("\(error)", status: 2) }
         let watchdogTimeout = try args.doubleOption("watchdog-timeout")
+        let scenarioFile = try args.option("scenario")
+        let baselineName = try args.option("baseline")
         try args.finish()
+        if baselineName != nil, scenarioFile == nil { throw CLIError("--baseline needs --scenario FILE.json", status: 2) }
+        // Before anything boots: a bad file is one line naming the problem.
+        let scenario: Scenario?
+        do { scenario = try scenarioFile.map(Scenario.load(path:)) } catch { throw CLIError("--scenario: \(error)", status: 2) }
+        if scenario != nil, !bpfSets.isEmpty || watchdogTimeout != nil || timelineFile != nil, baselineName != nil {
+            throw CLIError("--baseline runs two VMs: --bpf-set, --watchdog-timeout and --timeline apply to one run only; drop them or --baseline", status: 2)
+        }
         if let w = watchdogTimeout, !(w > 0 && w <= 30) { throw CLIError("--watchdog-timeout must be more than 0 and at most 30 s", status: 2) }
 
         guard (1...64).contains(cpus) else { throw CLIError("--cpus must be 1...64", status: 2) }
         try RunArguments.checkMemory(memory)
         guard duration >= 0, duration <= 3600 else { throw CLIError("--duration must be 0...3600 s", status: 2) }
         try RunArguments.checkTimeout(timeout)
-        guard let backend = BackendChoice(rawValue: backendText) else {
-            throw CLIError("--backend must be auto, kvm, qemu or qemu-tcg, not '\(backendText)'", status: 2)
-        }
+        let backend = try Self.backend(backendText)
         let scheduler = RunArguments.scheduler(schedName, args: schedArgs)
         // Checked before the progress line so a bad --kernel prints one line and exits 1.
         // --kernel: a tree, a bzImage/vmlinux, a registered name or a cached version.
         if let kernel { try RunArguments.checkKernel(kernel) }
         if let timelineFile { try Self.checkWritable(timelineFile) }
-        var topology: Topology?
-        if let topologyName {
-            guard let t = Topology(named: topologyName), (1...64).contains(t.vcpuCount) else {
-                throw CLIError("--topology must be a preset (\(Topology.presets.map(\.name).joined(separator: ", "))) or LxCxT / NnLxCxT with 1...64 vCPUs, not '\(topologyName)'", status: 2)
-            }
-            topology = t
-        }
+        let topology = try topologyName.map(Self.topology)
         let vm = VMConfig(cpus: cpus, memoryMiB: memory, topology: topology, kernel: kernel, backend: backend, timeoutSeconds: timeout)
-        Progress.step("booting \(vm.cpus) vCPUs (\(vm.topology)) / \(memory) MiB, scheduler \(schedName), workload \(workload.kind.rawValue)×\(workload.count) for \(duration) s")
+        if let scenario, let baselineName {
+            return try await Self.compare(scenario: scenario, baseline: RunArguments.scheduler(baselineName == "eevdf" ? "none" : baselineName, args: []),
+                                          scheduler: scheduler, baselineName: baselineName, vm: vm,
+                                          duration: duration, artifacts: artifacts, json: json)
+        }
+        let what = scenario.map { "scenario \($0.name) for \(Double($0.durationMillis ?? Int(duration * 1000)) / 1000) s" }
+            ?? "workload \(workload.kind.rawValue)×\(workload.count) for \(duration) s"
+        Progress.step("booting \(vm.cpus) vCPUs (\(vm.topology)) / \(memory) MiB, scheduler \(schedName), \(what)")
         let run: (value: RunOutcome, signal: Int32?)
         do {
             run = try await Interruption.run {
@@ -83,7 +107,8 @@ struct RunCommand: CLICommand {
                                            duration: .milliseconds(Int(duration * 1000)),
                                            artifactsDirectory: artifacts, log: .default, partialOutcomeOnCancel: true,
                                            live: LiveOptions(watchdogTimeout: watchdogTimeout.map { .milliseconds(Int($0 * 1000)) },
-                                                             during: bpfSets.isEmpty ? nil : BPFSetSpec.during(bpfSets)))
+                                                             during: bpfSets.isEmpty ? nil : BPFSetSpec.during(bpfSets)),
+                                           scenario: scenario)
             }
         } catch let i as Interruption.Interrupted {
             throw CLIError("interrupted by \(i.name) before the VM started; nothing is left running", status: i.status)
@@ -105,6 +130,7 @@ struct RunCommand: CLICommand {
             try Self.printJSON(outcome)
         } else {
             print(Self.summary(outcome))
+            if outcome.scenario != nil || outcome.checks != nil { print(ScenarioTable.render(outcome), terminator: "") }
         }
         // --timeline: a failure to draw it is an error of its own (1); otherwise the status is the run's.
         let timelineWritten = timelineFile.map { Self.writeTimeline(outcome, to: $0) } ?? true
@@ -115,6 +141,58 @@ struct RunCommand: CLICommand {
             return 1
         }
         return timelineWritten ? 0 : 1
+    }
+
+    /// `ktstr run --scenario F --baseline B`: both runs, then the ratios.
+    static func compare(scenario: Scenario, baseline: SchedulerSpec, scheduler: SchedulerSpec, baselineName: String, vm: VMConfig,
+                        duration: Double, artifacts: String?, json: Bool) async throws -> Int32 {
+        if case let .binary(path, _) = baseline, !FileManager.default.isExecutableFile(atPath: path) {
+            throw CLIError("--baseline must be eevdf, none, simple, fault or the path of a scheduler binary, not '\(baselineName)'", status: 2)
+        }
+        Progress.step("scenario \(scenario.name): two runs, the scheduler then the baseline (\(baselineName)), \(vm.cpus) vCPUs each")
+        let result: (value: ScenarioComparison, signal: Int32?)
+        do {
+            result = try await Interruption.run {
+                try await SchedulerRun.compare(vm: vm, scheduler: scheduler, baseline: baseline, scenario: scenario,
+                                               duration: .milliseconds(Int(duration * 1000)), artifactsDirectory: artifacts,
+                                               log: .default, partialOutcomeOnCancel: true)
+            }
+        } catch let i as Interruption.Interrupted {
+            throw CLIError("interrupted by \(i.name) before a VM started; nothing is left running", status: i.status)
+        } catch let e as SchedulerRun.RunError {
+            throw CLIError("\(e)", status: 1)
+        }
+        let c = result.value
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            FileHandle.standardOutput.write(try enc.encode(c) + Data("\n".utf8))
+        } else {
+            print("=== scheduler ===\n" + summary(c.scheduler) + ScenarioTable.render(c.scheduler))
+            print("=== baseline (\(baselineName)) ===\n" + summary(c.baseline) + ScenarioTable.render(c.baseline))
+            print(ScenarioTable.ratios(c.ratios), terminator: "")
+        }
+        if let sig = result.signal { return Interruption.Interrupted(signal: sig).status }
+        let incomplete = [c.scheduler, c.baseline].filter { $0.kernelRelease == nil || $0.machineExit != .shutdown }
+        if let o = incomplete.first {
+            FileHandle.standardError.write(Data("ktstr run: a run did not complete (machine \(o.machineExit)): \(o.problems.first?.description ?? "no agent report")\n".utf8))
+            return 1
+        }
+        return 0
+    }
+
+    static func topology(_ name: String) throws -> Topology {
+        guard let t = Topology(named: name), (1...64).contains(t.vcpuCount) else {
+            throw CLIError("--topology must be a preset (\(Topology.presets.map(\.name).joined(separator: ", "))) or LxCxT / NnLxCxT with 1...64 vCPUs, not '\(name)'", status: 2)
+        }
+        return t
+    }
+
+    static func backend(_ text: String) throws -> BackendChoice {
+        guard let b = BackendChoice(rawValue: text) else {
+            throw CLIError("--backend must be auto, kvm, qemu or qemu-tcg, not '\(text)'", status: 2)
+        }
+        return b
     }
 
     /// --timeline's directory must exist before a VM is booted for it.

@@ -11,10 +11,12 @@ public enum RunArtifacts {
 
     /// outcome.json always; console.log always; scheduler.log, the full sampled timeline
     /// (timeline.json), the timeline drawn (timeline.svg, `TimelineSVG`) and the failure dump
-    /// (text and JSON) when the run has them.
+    /// (text and JSON) and, for a scenario run, its tables (scenario.txt: cgroup shares, worker
+    /// groups, checks, phases; the same data is in outcome.json) when the run has them.
     public static func files(of outcome: RunOutcome) -> [File] {
         var out = [File(name: "outcome.json", contents: json(outcome)), File(name: "console.log", contents: outcome.consoleTail)]
         if let l = outcome.schedulerLog { out.append(File(name: "scheduler.log", contents: l)) }
+        if outcome.scenario != nil || outcome.checks != nil { out.append(File(name: "scenario.txt", contents: ScenarioTable.render(outcome))) }
         if let t = outcome.fullTimeline ?? outcome.timeline { out.append(File(name: "timeline.json", contents: json(t))) }
         if let d = outcome.failureDump {
             out.append(File(name: "failure-dump.txt", contents: d.text))

@@ -52,6 +52,15 @@ public struct RunOutcome: Codable, Sendable {
     /// from an agent that does not report it. A difference from the requested topology is a
     /// `topologyMismatch` problem.
     public var guestTopology: GuestTopology?
+    /// A scenario run (`SchedulerRun.run(scenario:)`): what the agent measured, per worker,
+    /// cgroup and phase (`scenario.phases`); nil for a plain workload or when the agent sent
+    /// no report (a `scenario_not_reported` problem).
+    public var scenario: ScenarioReport?
+    /// The scenario's cgroups with their share of the CPU (`CgroupShares.shares`).
+    public var cgroups: [CgroupShare]?
+    /// The scenario's checks, evaluated on the host (`ScenarioChecks`); every one fails, saying
+    /// so, when there is no report.
+    public var checks: [CheckResult]?
 
     public init(backend: BackendKind, kernelRelease: String? = nil, bootMillis: Int? = nil,
                 wallMillis: Int, schedulerExit: SchedulerExit? = nil, failureDump: FailureDump? = nil,

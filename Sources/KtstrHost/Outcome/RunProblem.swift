@@ -38,6 +38,9 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         /// The guest's L3 groups or NUMA nodes differ from the requested topology (detail:
         /// what was asked and what the guest reported).
         case topologyMismatch = "topology_mismatch"
+        /// A scenario was planned and the agent sent no `scenario` report (an older agent, or
+        /// the run ended before the report); the checks could not be evaluated.
+        case scenarioNotReported = "scenario_not_reported"
     }
 
     public var kind: Kind
@@ -70,6 +73,7 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         case .hostStallDetected: "the host saw a stall: \(d)"
         case .liveHandle: "live: \(d)"
         case .topologyMismatch: "topology mismatch: \(d)"
+        case .scenarioNotReported: "the agent sent no scenario report" + (d.isEmpty ? "" : ": \(d)")
         }
     }
 

@@ -35,12 +35,14 @@ public enum SchedulerRun {
     /// `partialOutcomeOnCancel`: when the task is cancelled after the VM started, return what
     /// the run had so far (with a `.cancelled` problem) instead of throwing CancellationError;
     /// the CLI prints it on Ctrl-C. Cancelled before the VM started, it throws either way.
+    /// `scenario`: the agent runs it instead of `workload` (its `durationMillis`, when set,
+    /// replaces `duration`); the outcome then has the report, cgroup shares and checks.
     public static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
                            artifactsDirectory: String?, log: Log, partialOutcomeOnCancel: Bool = false,
-                           live: LiveOptions = LiveOptions()) async throws -> RunOutcome {
+                           live: LiveOptions = LiveOptions(), scenario: Scenario? = nil) async throws -> RunOutcome {
         try await run(vm: vm, scheduler: scheduler, workload: workload, duration: duration,
                       artifactsDirectory: artifactsDirectory, log: log, agentPath: nil,
-                      partialOutcomeOnCancel: partialOutcomeOnCancel, live: live)
+                      partialOutcomeOnCancel: partialOutcomeOnCancel, live: live, scenario: scenario)
     }
 
     /// `agentPath` replaces the provisioned agent (tests: a program that is not the agent, to
@@ -48,7 +50,7 @@ public enum SchedulerRun {
     static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
                     artifactsDirectory: String?, log: Log, agentPath: String?, settings: KtstrSettings = .current,
                     partialOutcomeOnCancel: Bool = false, onMachine: (@Sendable (any Machine) -> Void)? = nil,
-                    live: LiveOptions = LiveOptions()) async throws -> RunOutcome {
+                    live: LiveOptions = LiveOptions(), scenario: Scenario? = nil) async throws -> RunOutcome {
         try Task.checkCancellation()
         // Checked before any conversion: nan, inf or a negative timeout must be a usage error,
         // not a trap in Int(_:) or a run blamed on the guest.
@@ -66,14 +68,14 @@ public enum SchedulerRun {
 
         let sched = try resolve(scheduler)
         try requireSchedExt(vmlinux: kernel.vmlinux, kernel: kernel.image, schedulerRequested: sched != nil)
-        let durationMillis = Int(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
+        let durationMillis = scenario?.durationMillis ?? millis(duration)
         let attach = decision.backend == .qemuTCG ? 30_000 : 10_000
         let plan = RunPlan(
             scheduler: sched.map { RunPlan.Scheduler(path: InitramfsAssembler.schedulerGuestPath, args: $0.args, name: $0.name) },
             workload: RunPlan.Workload(kind: workload.kind, count: workload.count,
                                        periodMicros: workload.periodMicros, cgroup: workload.cgroup),
             durationMillis: durationMillis, kallsyms: FailureMonitor.requiredSymbols, attachTimeoutMillis: attach,
-            deadlineMillis: max(5000, Int(vm.timeoutSeconds * 1000) - 5000))
+            deadlineMillis: max(5000, Int(vm.timeoutSeconds * 1000) - 5000), scenario: scenario)
         let image = try InitramfsAssembler(agentPath: agent, schedulerPath: sched?.path, planJSON: plan.encoded(), kernel: kernel).assemble()
         log.debug("initramfs: \(image.bytes.count >> 10) KiB, \(image.files.count) files")
 
@@ -154,7 +156,11 @@ public enum SchedulerRun {
         let dump = monitorQueue.sync { monitor.finish() }
         var outcome = assemble(collector: collector, backend: decision.backend, started: started, wall: wall,
                                exit: exit, dump: dump, memoryExit: monitor.schedulerExit, expectScheduler: sched != nil)
-        outcome.requestedWorkers = min(workload.count, 256) * (workload.kind == .pingPong ? 2 : 1)
+        if let scenario {
+            outcome.applyScenario(scenario)
+        } else {
+            outcome.requestedWorkers = min(workload.count, 256) * (workload.kind == .pingPong ? 2 : 1)
+        }
         outcome.checkTopology(requested: vm.topology)
         // A monitor that could not even start must not look like "no failure happened".
         if dump == nil, let why = monitor.setupProblem { outcome.problems.append(RunProblem(.failureMonitorUnavailable, why)) }
@@ -227,6 +233,7 @@ public enum SchedulerRun {
             case let .hello(release, _, _, topology): o.kernelRelease = release; o.guestTopology = topology
             case let .schedulerExit(e): agentExit = e
             case let .workers(w): o.workers = w
+            case let .scenario(r): o.scenario = r
             case let .log(_, text): o.schedulerLog = text
             case let .problem(p, kind):
                 switch kind {

@@ -1,0 +1,1 @@
+../KtstrProtocolTests/FuzzSupport.swift
