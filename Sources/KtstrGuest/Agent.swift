@@ -59,6 +59,7 @@ enum Agent {
         }
 
         if let shell = plan.shell { ShellMode.run(plan: plan, shell: shell, scheduler: sched) }
+        if let scenario = plan.scenario { ScenarioMode.run(plan: plan, scenario: scenario, scheduler: sched) }
 
         var workers: [Worker] = []
         switch Workload.start(plan.workload) {
@@ -72,14 +73,7 @@ enum Agent {
         var samples = workers.map { _ in WorkerSample() }
         var cutShort = false
         while Sys.nowMillis() < end {
-            if let pid = sched, exitStatus == nil, let st = Sys.reapIfExited(pid) {
-                exitStatus = st
-                Console.say("scheduler exited during the run (\(Sys.describe(status: st)))")
-                cutShort = true
-                break
-            }
-            if sched != nil, schedState() != "enabled" {
-                Console.say("sched_ext state left 'enabled' during the run")
+            if schedulerStopped(sched, exitStatus: &exitStatus) {
                 cutShort = true
                 break
             }
@@ -108,6 +102,21 @@ enum Agent {
                                iterations: Workload.iterations(w), lastCPU: s.lastCPU)
         }))
         finish(problem: nil)
+    }
+
+    /// True when the scheduler exited (its status goes to `exitStatus`) or sched_ext left
+    /// 'enabled': the workload stops early.
+    static func schedulerStopped(_ sched: pid_t?, exitStatus: inout Int32?) -> Bool {
+        if let pid = sched, exitStatus == nil, let st = Sys.reapIfExited(pid) {
+            exitStatus = st
+            Console.say("scheduler exited during the run (\(Sys.describe(status: st)))")
+            return true
+        }
+        if sched != nil, schedState() != "enabled" {
+            Console.say("sched_ext state left 'enabled' during the run")
+            return true
+        }
+        return false
     }
 
     struct SchedulerFailure: Error { var text: String; var status: Int32?; var attachedBriefly = false }
