@@ -44,6 +44,27 @@ struct CgroupWeights {
     }
 }
 
+/// scx_flatcg (the kernel's tools/sched_ext) flattens the cgroup hierarchy into weighted
+/// shares: it passes the weight check scx_simple fails (measured here: 28.4% / 71.6%).
+@Suite(.ktstr(cpus: 2, memoryMiB: 512))
+struct FlatCgroupWeights {
+    static let missing: String? = {
+        guard FileManager.default.fileExists(atPath: Provisioning.kernelSchedExtDirectory + "/scx_flatcg.bpf.c") else {
+            return "no kernel tools/sched_ext sources in the cache — run `swift run ktstr setup`"
+        }
+        return (try? Provisioning.scheduler("simple")) == nil ? "libbpf/bpftool not built — run `swift run ktstr setup`" : nil
+    }()
+
+    @Test(.enabled(if: missing == nil, Comment(rawValue: missing ?? "")))
+    func scxFlatcgHonoursWeights() async throws {
+        let binary = try Provisioning.buildKernelScheduler("scx_flatcg", log: .silent)
+        let outcome = try await Ktstr.run(scheduler: .binary(path: binary, args: []), scenario: weightsScenario)
+        outcome.expectNoSchedulerError()
+        outcome.expectChecksPass()
+        print("scx_flatcg weights 100/300: \(outcome.check(.weightShares).map(\.description) ?? "no check")")
+    }
+}
+
 /// Every work type, each with every worker making progress (two VMs: CPU-bound kinds and
 /// the rest; about 20 processes on 2 CPUs each).
 @Suite(.ktstr(cpus: 2, memoryMiB: 512))
