@@ -14,6 +14,8 @@ struct ScenarioProc {
     var cgroup: String
     /// Set once it was sampled for the last time (stopped by a phase, or the run ended).
     var final: FinalSample?
+    /// Killed and waited for.
+    var reaped = false
 }
 
 /// A scenario being run: its processes and what was measured so far.
@@ -71,13 +73,20 @@ struct ScenarioRunState {
 
     /// The last sample of a live process, then SIGKILL.
     mutating func stop(_ k: Int) {
-        guard procs[k].final == nil else { return }
-        procs[k].final = FinalSample.take(procs[k].worker)
+        guard !procs[k].reaped else { return }
+        if procs[k].final == nil { procs[k].final = FinalSample.take(procs[k].worker) }
         kill(procs[k].worker.pid, SIGKILL)
         _ = Sys.waitFor(procs[k].worker.pid, millis: 5000)
+        procs[k].reaped = true
     }
 
-    /// Snapshot at a phase boundary.
+    /// Every process not stopped yet: SIGKILL all, then wait for each.
+    mutating func stopAll() {
+        for p in procs where !p.reaped { kill(p.worker.pid, SIGKILL) }
+        for k in procs.indices { stop(k) }
+    }
+
+    /// Snapshot at a phase boundary (a stopped process: its last sample).
     mutating func mark() {
         workerMarks.append(procs.map { p in
             if let f = p.final { return (f.counters?[CounterLayout.iterations] ?? 0, f.sched.cpuNanos) }
@@ -95,7 +104,7 @@ struct ScenarioRunState {
         }
         guard let name = a.workers, let g = groupIndex[name] else { problem("\(what): no group '\(a.workers ?? "")'"); return }
         if a.kind == .start { start(g); return }
-        let live = procs.indices.filter { procs[$0].group == g && procs[$0].final == nil }
+        let live = procs.indices.filter { procs[$0].group == g && !procs[$0].reaped }
         for k in live {
             let pid = procs[k].worker.pid
             switch a.kind {
@@ -181,8 +190,9 @@ enum ScenarioMode {
             for a in phase.actions { st.apply(a, phase: phase.name) }
         }
         let stoppedAt = Sys.nowMillis()
-        st.mark()
+        // Final samples first: the last mark reads them, so the phase slices add up to the totals.
         for k in st.procs.indices where st.procs[k].final == nil { st.procs[k].final = FinalSample.take(st.procs[k].worker) }
+        st.mark()
         if cutShort, !st.procs.isEmpty {
             Channel.problem("\(Agent.seconds(stoppedAt - begin)) s of the planned \(Agent.seconds(runMillis)) s", kind: .workloadCutShort)
         }
@@ -191,9 +201,7 @@ enum ScenarioMode {
             for d in failed.descriptions { st.problem("worker \(p.worker.index) (\(st.groups[p.group].name)) \(d)") }
             if let at = p.final?.cgroup, at != p.cgroup { st.problem("worker \(p.worker.index) (\(st.groups[p.group].name)) is in '\(at)', not '\(p.cgroup)'") }
         }
-        for k in st.procs.indices { st.stop(k) }
-        for p in st.procs { kill(p.worker.pid, SIGKILL) }
-        for p in st.procs { _ = Sys.waitFor(p.worker.pid, millis: 1000) }
+        st.stopAll()
 
         if let pid = sched, exitStatus == nil { exitStatus = Agent.stopScheduler(pid) }
         if plan.scheduler != nil { Agent.reportExit(plan: plan, status: exitStatus) }
