@@ -91,5 +91,12 @@ import Testing
         #expect(TimelineSampler.hz(kernelConfig: "/nonexistent") == nil)
         #expect(TimelineSampler.roundHZ(243.7) == 250 && TimelineSampler.roundHZ(980) == 1000 && TimelineSampler.roundHZ(.nan) == nil)
         #expect(TimelineSampler.wait(100, 120) == 0 && TimelineSampler.wait(500, 250) == 250)
+        // Torn runnable-list entries: pid 0, or runnable_at before the first jiffy (HZ 250:
+        // INITIAL_JIFFIES = 2^32 - 75000), are not waits.
+        let first: UInt64 = (1 << 32) - 75_000
+        #expect(TimelineSampler.plausible(RunnableTask(pid: 7, comm: "w", runnableAt: first + 10), hz: 250))
+        #expect(!TimelineSampler.plausible(RunnableTask(pid: 0, comm: "", runnableAt: first + 10), hz: 250))
+        #expect(!TimelineSampler.plausible(RunnableTask(pid: 7, comm: "w", runnableAt: 0), hz: 250))
+        #expect(!TimelineSampler.plausible(RunnableTask(pid: 7, comm: "w", runnableAt: first - 1), hz: 250))
     }
 }

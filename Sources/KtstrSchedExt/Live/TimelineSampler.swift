@@ -236,7 +236,8 @@ public final class TimelineSampler: @unchecked Sendable {
                     note("cpu \(cpu) runqueue: \(error)")
                 }
                 if let R = P.runnableList, let j = jiffies, let hz,
-                   let tasks = try? reader.runnableTasks(head: rq &+ UInt64(R.rqHead), R, P, limit: options.runnablePerCPU),
+                   let listed = try? reader.runnableTasks(head: rq &+ UInt64(R.rqHead), R, P, limit: options.runnablePerCPU),
+                   case let tasks = listed.filter({ Self.plausible($0, hz: hz) }),
                    let oldest = tasks.max(by: { Self.wait(j, $0.runnableAt) < Self.wait(j, $1.runnableAt) }) {
                     let w = Self.wait(j, oldest.runnableAt)
                     c.oldestRunnable = RunnableWait(pid: oldest.pid, comm: oldest.comm, waitMillis: Int(min(w, 1 << 40) * 1000 / Int64(hz)))
@@ -351,6 +352,15 @@ public final class TimelineSampler: @unchecked Sendable {
             }
         }
         return out
+    }
+
+    /// A runnable-list entry read without freezing can be torn (the task left the list while
+    /// it was read): pid 0 (the idle task is never listed) or a runnable_at before the kernel's
+    /// first jiffy (`INITIAL_JIFFIES`, `(unsigned int)(-300 * HZ)` on 64-bit) — which made a
+    /// 2^40-jiffy "stall" once, under scx_simple with fan_out workers. Such entries are skipped.
+    static func plausible(_ t: RunnableTask, hz: Int) -> Bool {
+        let initialJiffies = UInt64(UInt32(truncatingIfNeeded: -300 * Int64(hz)))
+        return t.pid > 0 && t.runnableAt >= initialJiffies
     }
 
     /// Ticks `jiffies - runnable_at`, 0 when runnable_at is ahead (a torn read).
