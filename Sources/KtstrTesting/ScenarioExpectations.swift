@@ -49,6 +49,9 @@ extension RunOutcome {
             return
         }
         if r.workers.isEmpty { Issue.record("the scenario report has no workers (\(exitSummary))", sourceLocation: sourceLocation) }
+        if let requested = requestedWorkers, r.workers.count != requested {
+            Issue.record("\(r.workers.count) of the \(requested) scenario processes reported (\(exitSummary))", sourceLocation: sourceLocation)
+        }
         let stuck = r.workers.filter { $0.iterations == 0 || $0.cpuNanos == 0 }
         if !stuck.isEmpty {
             Issue.record("workers that made no progress: \(stuck.map { "\($0.group)#\($0.index) (\($0.work), pid \($0.pid), \($0.iterations) iterations, \($0.cpuNanos / 1_000_000) ms CPU)" }.joined(separator: ", "))",
