@@ -70,7 +70,9 @@ enum WakeHistogram {
     static func quantile(_ p: Double, counts: [UInt64], max: UInt64) -> UInt64? {
         let total = counts.reduce(0, &+)
         guard total > 0 else { return nil }
-        let rank = Swift.max(1, UInt64((p * Double(total)).rounded(.up)))
+        let r = (Swift.min(Swift.max(p, 0), 1) * Double(total)).rounded(.up)
+        // Near 2^64 the Double rounds past UInt64's range.
+        let rank = r >= 1.8e19 ? total : Swift.max(1, UInt64(r))
         var seen: UInt64 = 0
         for (b, n) in counts.enumerated() {
             seen &+= n

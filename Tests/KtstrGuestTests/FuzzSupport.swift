@@ -1,0 +1,1 @@
+../KtstrVMMTests/FuzzSupport.swift
