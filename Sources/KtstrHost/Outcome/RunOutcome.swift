@@ -52,6 +52,9 @@ public struct RunOutcome: Codable, Sendable {
     /// from an agent that does not report it. A difference from the requested topology is a
     /// `topologyMismatch` problem.
     public var guestTopology: GuestTopology?
+    /// How the VM came up when a boot snapshot was to be used (QEMU, `KTSTR_SNAPSHOT` not
+    /// off): restored, or booted cold after a `snapshotFallback`. nil: an ordinary cold boot.
+    public var snapshot: SnapshotUse?
 
     public init(backend: BackendKind, kernelRelease: String? = nil, bootMillis: Int? = nil,
                 wallMillis: Int, schedulerExit: SchedulerExit? = nil, failureDump: FailureDump? = nil,

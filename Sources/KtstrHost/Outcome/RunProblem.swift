@@ -38,6 +38,10 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         /// The guest's L3 groups or NUMA nodes differ from the requested topology (detail:
         /// what was asked and what the guest reported).
         case topologyMismatch = "topology_mismatch"
+        /// The run was to restore a boot snapshot and booted cold instead: the snapshot could
+        /// not be built or restored (detail: why). Kept in `RunOutcome.snapshot.problem`, not
+        /// in `problems`: the run itself is whole, so it never fails a test by itself.
+        case snapshotFallback = "snapshot_fallback"
     }
 
     public var kind: Kind
@@ -70,6 +74,7 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         case .hostStallDetected: "the host saw a stall: \(d)"
         case .liveHandle: "live: \(d)"
         case .topologyMismatch: "topology mismatch: \(d)"
+        case .snapshotFallback: "booted cold instead of restoring the boot snapshot: \(d)"
         }
     }
 
