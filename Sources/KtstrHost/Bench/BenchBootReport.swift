@@ -60,7 +60,7 @@ public struct BenchBootReport: Codable, Sendable {
             lines.append("  \(v.name.padding(toLength: 24, withPad: " ", startingAt: 0))\(ms(w.min)) \(ms(w.median)) \(ms(w.p90)) \(ms(w.max))   \(boot)")
         }
         for v in variants { lines.append("  \(v.name): \(v.what)") }
-        lines.append("  wall: A spawn → qemu exit; B, C the whole SchedulerRun.run call (initramfs, boot, run, power-off, dump)")
+        lines.append("  wall: A spawn → qemu exit; the others the whole SchedulerRun.run call (initramfs, boot or restore, run, power-off, dump)")
         for (k, x) in ratios.sorted(by: { $0.key < $1.key }) {
             lines.append(String(format: "ratio of medians %@: %.2fx", k, x))
         }
