@@ -39,10 +39,13 @@ extension QEMUMachine {
         }
     }
 
-    /// Save side: stops the guest, writes the device state to `statePath` and guest RAM to
-    /// `ramImagePath` (both new files, 0600). The machine stays stopped; kill it afterwards.
-    public func saveSnapshot(statePath: String, ramImagePath: String, timeout: Duration = .seconds(60)) throws {
-        guard config.topology.numaNodes == 1 else { throw QEMUError.setup("snapshots need a topology without NUMA nodes") }
+    /// Save side: stops the guest, writes the device state to `statePath` and each NUMA
+    /// node's RAM (all of it without NUMA) to `ramImagePaths` (new files, 0600). The machine
+    /// stays stopped; kill it afterwards.
+    public func saveSnapshot(statePath: String, ramImagePaths: [String], timeout: Duration = .seconds(60)) throws {
+        guard ramImagePaths.count == config.topology.numaNodes else {
+            throw QEMUError.setup("snapshot: \(ramImagePaths.count) RAM images for \(config.topology.numaNodes) nodes")
+        }
         let fd = Glibc.open(statePath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw QEMUError.setup("create \(statePath): \(String(cString: strerror(errno)))") }
         close(fd)
@@ -66,8 +69,11 @@ extension QEMUMachine {
         state.lock()
         let fds = memFDs
         state.unlock()
-        guard fds.count == 1 else { throw QEMUError.setup("snapshot: no RAM file") }
-        do { try QEMURAMImage.save(ram: fds[0], size: UInt64(config.memoryMiB) << 20, to: ramImagePath) } catch {
+        let sizes = config.topology.nodeMemoryMiB(config.memoryMiB)
+        guard fds.count == ramImagePaths.count, sizes.count == fds.count else { throw QEMUError.setup("snapshot: no RAM file") }
+        do {
+            for (k, path) in ramImagePaths.enumerated() { try QEMURAMImage.save(ram: fds[k], size: UInt64(sizes[k]) << 20, to: path) }
+        } catch {
             throw QEMUError.setup("snapshot: \(error)")
         }
     }

@@ -45,17 +45,18 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         /// qemu inherits as fd 4 (`-chardev socket,fd=4`) instead of an output-only pipe.
         public var consoleInput = false
         /// A virtio-serial port named `org.ktstr.plan` whose host end is one end of a
-        /// socketpair (qemu inherits the other as fd 9): the channel a snapshot-booted agent
-        /// reads its plan request from (`sendToPlanPort`). Not with NUMA (fd 9 is node 1's RAM).
+        /// socketpair (qemu inherits the other as `planPortFD`): the channel a snapshot-booted
+        /// agent reads its plan request from (`sendToPlanPort`).
         public var planPort = false
-        /// Restore instead of boot (QEMUMachine+Snapshot.swift): the RAM image is copied into
-        /// the fresh RAM file and the device state loaded from `stateFile` (fd 6, no initrd).
+        /// Restore instead of boot (QEMUMachine+Snapshot.swift): each NUMA node's RAM image (one
+        /// without NUMA) is copied into its fresh RAM file and the device state loaded from
+        /// `stateFile` (fd 6, no initrd).
         public var restore: Restore?
 
         public struct Restore: Sendable {
-            public var ramImage: String
+            public var ramImages: [String]
             public var stateFile: String
-            public init(ramImage: String, stateFile: String) { self.ramImage = ramImage; self.stateFile = stateFile }
+            public init(ramImages: [String], stateFile: String) { self.ramImages = ramImages; self.stateFile = stateFile }
         }
 
         public init(qemuPath: String, kernelPath: String, initrdFD: Int32?, kernelCmdline: String, topology: Topology,
@@ -133,8 +134,9 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
 
     /// The fd qemu inherits its end of the QMP socketpair as.
     static let qmpFD: Int32 = 8
-    /// The fd of qemu's end of the plan port's socketpair (`Configuration.planPort`).
-    static let planPortFD: Int32 = 9
+    /// The fd of qemu's end of the plan port's socketpair (`Configuration.planPort`): the
+    /// first after the RAM files' (9 without NUMA, 10 with two nodes).
+    var planPortFD: Int32 { Self.memoryFD(node: config.topology.numaNodes) }
     /// The fd qemu reads a restored machine's device state from (`-incoming`, `fd:6`): a
     /// restore has no initrd, whose fd this is otherwise.
     static let incomingFD: Int32 = 6
@@ -180,7 +182,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
                  "-mon", "chardev=ktstr-qmp,mode=control"]
         if config.planPort {
             a += ["-device", "virtio-serial-pci,id=ktstr-vser",
-                  "-chardev", "socket,id=ktstr-plan,fd=\(Self.planPortFD)",
+                  "-chardev", "socket,id=ktstr-plan,fd=\(planPortFD)",
                   "-device", "virtserialport,bus=ktstr-vser.0,chardev=ktstr-plan,name=\(Self.planPortName)"]
         }
         // RDRAND lets the guest seed its CRNG at once (with random.trust_cpu=on): the Swift
@@ -218,9 +220,6 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         guard !already else { throw QEMUError.setup("start() called twice") }
         let unique = instanceName
         let ramBytes = UInt64(config.memoryMiB) << 20
-        if (config.planPort || config.restore != nil) && config.topology.numaNodes > 1 {
-            throw QEMUError.setup("snapshots and the plan port need a topology without NUMA nodes")
-        }
 
         // Guest RAM: a /dev/shm file per NUMA node (one without NUMA), unlinked at once; qemu
         // and we keep them through fds.
@@ -238,7 +237,14 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
             }
         }
         if let r = config.restore {
-            do { try QEMURAMImage.load(r.ramImage, into: memFDs[0], size: ramBytes) } catch {
+            do {
+                guard r.ramImages.count == memFDs.count else {
+                    throw QEMURAMImage.ImageError.io("\(r.ramImages.count) images for \(memFDs.count) RAM files")
+                }
+                for (k, image) in r.ramImages.enumerated() {
+                    try QEMURAMImage.load(image, into: memFDs[k], size: UInt64(nodeMiB[k]) << 20)
+                }
+            } catch {
                 closeFDs()
                 throw QEMUError.setup("restore: \(error)")
             }
@@ -290,7 +296,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         var targets: [(Int32, Int32)] = [(0, dog.0), (1, err.1), (2, err.1), (4, con.1), (5, chan.1),
                                          (Self.qmpFD, qmpPair.1)]
         for (n, fd) in memFDs.enumerated() { targets.append((Self.memoryFD(node: n), fd)) }
-        if let planPair { targets.append((Self.planPortFD, planPair.1)) }
+        if let planPair { targets.append((planPortFD, planPair.1)) }
         if incoming >= 0 {
             targets.append((Self.incomingFD, incoming))
         } else if let initrd = config.initrdFD {

@@ -131,6 +131,6 @@ struct BootSnapshotTests {
         #expect(o.problems.isEmpty, "\(o.problems)")
         #expect(o.kernelRelease != nil && o.machineExit == .shutdown, "\(o.machineExit)")
         // The broken snapshot is gone, so the next run builds a good one.
-        #expect(SnapshotCache.valid(SnapshotCache.root() + "/\(key)", memoryMiB: nil) == nil)
+        #expect(SnapshotCache.valid(SnapshotCache.root() + "/\(key)", nodeMiB: nil) == nil)
     }
 }

@@ -78,9 +78,9 @@ public enum SchedulerRun {
         let qemuPath = decision.backend == .kvm ? "" : try Provisioning.qemuBinary()
         let coldCmdline = QEMUMachine.baseCmdline + " " + cmdlineExtras + extraCmdline(settings)
         // QEMU runs restore a boot snapshot (docs/DESIGN-NOTES.md "Boot snapshots"), except with
-        // KTSTR_SNAPSHOT=off, VMConfig.bootSnapshot false, a NUMA topology (one RAM file per node) or a stand-in agent.
+        // KTSTR_SNAPSHOT=off, VMConfig.bootSnapshot false or a stand-in agent.
         let snapshotConfig: SnapshotCache.Configuration? = decision.backend != .kvm && settings.snapshotEnabled && vm.bootSnapshot != false
-            && agentPath == nil && vm.topology.numaNodes == 1
+            && agentPath == nil
             ? SnapshotCache.Configuration(qemuPath: qemuPath, kernelImage: kernel.image, commandLine: coldCmdline,
                                           topology: vm.topology, memoryMiB: vm.memoryMiB,
                                           accelerator: decision.backend == .qemuKVM ? .kvm : .tcg,

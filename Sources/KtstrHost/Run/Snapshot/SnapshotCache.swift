@@ -5,11 +5,13 @@ import KtstrProtocol
 
 /// A boot snapshot of one configuration, ready to restore (docs/DESIGN-NOTES.md "Boot
 /// snapshots"): `<cache>/snapshots/<key>/` with `state.bin` (qemu's device state),
-/// `ram.img` (guest RAM, sparse) and `meta.json` (written last: the inputs, for people).
+/// `ram.img` (guest RAM, sparse; with NUMA one per node: `ram.img`, `ram-n1.img`, …) and
+/// `meta.json` (written last: the inputs, for people).
 struct BootSnapshot: Sendable, Equatable {
     var key: String
     var directory: String
-    var ramImage: String { directory + "/ram.img" }
+    var nodes: Int
+    var ramImages: [String] { SnapshotCache.ramImageNames(nodes: nodes).map { directory + "/" + $0 } }
     var stateFile: String { directory + "/state.bin" }
     /// The command line the snapshot booted with (the run's plus `ktstr.snapshot=1`).
     var commandLine: String
@@ -75,15 +77,14 @@ enum SnapshotCache {
     /// then a save) under a lock on `<root>/<key>.lock`, so that parallel processes build it
     /// once and the others wait and use it.
     static func prepare(_ c: Configuration, cache: String = Provisioning.cacheDirectory, log: Log) throws -> BootSnapshot {
-        guard c.topology.numaNodes == 1 else { throw CacheError.failed("not for NUMA topologies (one RAM file per node)") }
         let (key, files) = try key(c)
         let hash = key.hash
         let root = root(cache)
         let dir = root + "/" + hash
         let guestPaths = Set(files.map(\.guestPath) + ["/ktstr/ok"])
         func ready(built: Bool) -> BootSnapshot? {
-            guard let id = valid(dir, memoryMiB: c.memoryMiB) else { return nil }
-            return BootSnapshot(key: hash, directory: dir, commandLine: key.commandLine, guestPaths: guestPaths, built: built, buildID: id)
+            guard let id = valid(dir, nodeMiB: c.topology.nodeMemoryMiB(c.memoryMiB)) else { return nil }
+            return BootSnapshot(key: hash, directory: dir, nodes: c.topology.numaNodes, commandLine: key.commandLine, guestPaths: guestPaths, built: built, buildID: id)
         }
         if let s = ready(built: false) { touch(s); return s }
 
@@ -106,21 +107,28 @@ enum SnapshotCache {
         let root = (s.directory as NSString).deletingLastPathComponent
         guard let lock = try? FileLock(root + "/" + s.key + ".lock", waitingFor: "the boot snapshot \(s.key)", log: log) else { return }
         defer { lock.release() }
-        guard valid(s.directory, memoryMiB: nil) == s.buildID else { return }
+        guard valid(s.directory, nodeMiB: nil) == s.buildID else { return }
         let away = s.directory + ".bad-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         if rename(s.directory, away) == 0 { try? FileManager.default.removeItem(atPath: away) }
         log.info("boot snapshot \(s.key): discarded after a failed restore")
     }
 
-    /// The build ID of a complete snapshot in `dir` (nil: missing or incomplete).
-    static func valid(_ dir: String, memoryMiB: Int?) -> String? {
+    /// `ram.img` for node 0 (the only one without NUMA), `ram-n<k>.img` for node k.
+    static func ramImageNames(nodes: Int) -> [String] {
+        (0..<max(1, nodes)).map { $0 == 0 ? "ram.img" : "ram-n\($0).img" }
+    }
+
+    /// The build ID of a complete snapshot in `dir` (nil: missing or incomplete); with
+    /// `nodeMiB`, each node's RAM image must have its node's size.
+    static func valid(_ dir: String, nodeMiB: [Int]?) -> String? {
         guard let data = FileManager.default.contents(atPath: dir + "/meta.json"),
               let meta = try? JSONDecoder().decode(Meta.self, from: data), meta.version == 1 else { return nil }
         let fm = FileManager.default
-        guard let ram = (try? fm.attributesOfItem(atPath: dir + "/ram.img"))?[.size] as? NSNumber,
-              let state = (try? fm.attributesOfItem(atPath: dir + "/state.bin"))?[.size] as? NSNumber,
-              state.intValue > 0 else { return nil }
-        if let m = memoryMiB, ram.uint64Value != UInt64(m) << 20 { return nil }
+        func size(_ name: String) -> UInt64? { ((try? fm.attributesOfItem(atPath: dir + "/" + name))?[.size] as? NSNumber)?.uint64Value }
+        guard let state = size("state.bin"), state > 0 else { return nil }
+        if let nodeMiB {
+            for (name, mib) in zip(ramImageNames(nodes: nodeMiB.count), nodeMiB) where size(name) != UInt64(mib) << 20 { return nil }
+        }
         return meta.buildID
     }
 
@@ -155,7 +163,8 @@ enum SnapshotCache {
             throw CacheError.failed("the agent never said ready (\(m.processGroup == nil ? "qemu exited: \(BootBaseline.oneLine(m.qemuStderr))" : "timeout"))"
                                     + " — console: \(watch.consoleTail)")
         }
-        try m.saveSnapshot(statePath: tmp + "/state.bin", ramImagePath: tmp + "/ram.img")
+        try m.saveSnapshot(statePath: tmp + "/state.bin",
+                           ramImagePaths: ramImageNames(nodes: c.topology.numaNodes).map { tmp + "/" + $0 })
         withExtendedLifetime(initrd) {}
         let meta = Meta(buildID: "\(getpid())-\(UInt64.random(in: 0...UInt64.max))", built: ISO8601DateFormatter().string(from: Date()),
                         inputs: key.lines, buildMillis: SchedulerRun.millis(t0.duration(to: .now)))

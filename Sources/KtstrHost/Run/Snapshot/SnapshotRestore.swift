@@ -27,7 +27,7 @@ enum SnapshotRestore {
         c.initrdFD = nil
         c.kernelCmdline = snapshot.commandLine
         c.planPort = true
-        c.restore = QEMUMachine.Configuration.Restore(ramImage: snapshot.ramImage, stateFile: snapshot.stateFile)
+        c.restore = QEMUMachine.Configuration.Restore(ramImages: snapshot.ramImages, stateFile: snapshot.stateFile)
         let m = QEMUMachine(c, log: log)
         created(m)
         do {
