@@ -474,6 +474,10 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         return true
     }
 
+    /// True once qemu's wrapper has exited (reaps it: `processGroup` alone stays set after a
+    /// kill until someone reaps).
+    public var hasExited: Bool { reap(blocking: false) }
+
     /// Bytes for the guest's plan port (`Configuration.planPort`), blocking until qemu took
     /// them all (the guest reads as it unpacks). False when there is no port or qemu is gone.
     @discardableResult

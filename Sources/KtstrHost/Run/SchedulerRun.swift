@@ -151,7 +151,8 @@ public enum SchedulerRun {
                             a.omitGuestPaths = boot.guestPaths
                             let archive = try a.assemble().bytes
                             let m = try SnapshotRestore.start(boot, config: qemuConfig, archive: archive, collector: collector,
-                                                              created: { machineBox.machine = $0; onMachine?($0) }, log: log)
+                                                              created: { machineBox.machine = $0; onMachine?($0) },
+                                                              cancelled: { machineBox.cancelled }, log: log)
                             snapshotUse.restored(at: collector.restoredState, started: started)
                             return m.wait(timeout: timeout)
                         } catch {
@@ -166,6 +167,8 @@ public enum SchedulerRun {
                     machineBox.machine = machine
                     onMachine?(machine)
                     try machine.start()
+                    // A kill that came before qemu existed did not reach it.
+                    if machineBox.cancelled { machine.kill() }
                     return machine.wait(timeout: timeout)
                 }
             } onCancel: {

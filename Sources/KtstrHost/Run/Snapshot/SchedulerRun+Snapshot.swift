@@ -4,13 +4,21 @@ import KtstrMachine
 extension SchedulerRun {
     /// The snapshot a run restores (nil: boot cold) and what the outcome says about it. A
     /// snapshot that cannot be built is a `snapshotFallback`, never an error of the run.
+    /// Cancelled meanwhile (the build's VM is killed): nil, and the run goes on to its own
+    /// cancellation like a run cancelled at its start.
     static func prepareSnapshot(_ config: SnapshotCache.Configuration?, log: Log) async
         -> (boot: BootSnapshot?, use: SnapshotUse?) {
         guard let config else { return (nil, nil) }
+        let cancel = BuildCancellation()
         do {
-            let s = try await Blocking.run { try SnapshotCache.prepare(config, log: log) }
+            let s = try await withTaskCancellationHandler {
+                try await Blocking.run { try SnapshotCache.prepare(config, cancel: cancel, log: log) }
+            } onCancel: {
+                cancel.cancel()
+            }
             return (s, SnapshotUse(key: s.key, restored: false, built: s.built))
         } catch {
+            if cancel.isCancelled { return (nil, nil) }
             log.warning("booting cold: \(error)")
             return (nil, SnapshotUse(key: nil, restored: false, built: false,
                                      problem: RunProblem(.snapshotFallback, "\(error)")))

@@ -76,7 +76,9 @@ enum SnapshotCache {
     /// The snapshot of `c`: from the cache, or built now (a cold boot to the agent's `ready`,
     /// then a save) under a lock on `<root>/<key>.lock`, so that parallel processes build it
     /// once and the others wait and use it.
-    static func prepare(_ c: Configuration, cache: String = Provisioning.cacheDirectory, log: Log) throws -> BootSnapshot {
+    /// `cancel`: the run's cancellation; it kills a build's VM and ends a wait for the lock.
+    static func prepare(_ c: Configuration, cache: String = Provisioning.cacheDirectory, cancel: BuildCancellation = BuildCancellation(),
+                        log: Log) throws -> BootSnapshot {
         let (key, files) = try key(c)
         let hash = key.hash
         let root = root(cache)
@@ -89,12 +91,12 @@ enum SnapshotCache {
         if let s = ready(built: false) { touch(s); return s }
 
         try makePrivateDirectory(root)
-        let lock = try FileLock(root + "/" + hash + ".lock", waitingFor: "the boot snapshot \(hash)", log: log)
+        let lock = try FileLock(root + "/" + hash + ".lock", waitingFor: "the boot snapshot \(hash)", cancel: cancel, log: log)
         defer { lock.release() }
         if let s = ready(built: false) { touch(s); return s }
         let t0 = ContinuousClock.now
         log.info("boot snapshot \(hash): building (a cold boot to the agent's ready point, then a save; once per configuration)")
-        try build(c, key: key, into: dir, log: log)
+        try build(c, key: key, into: dir, cancel: cancel, log: log)
         log.info("boot snapshot \(hash): built in \(t0.duration(to: .now))")
         prune(root, keeping: hash, log: log)
         guard let s = ready(built: true) else { throw CacheError.failed("built \(dir) but it does not check out") }
@@ -140,7 +142,7 @@ enum SnapshotCache {
         var buildMillis: Int
     }
 
-    static func build(_ c: Configuration, key: SnapshotKey, into dir: String, log: Log) throws {
+    static func build(_ c: Configuration, key: SnapshotKey, into dir: String, cancel: BuildCancellation, log: Log) throws {
         let tmp = dir + ".build-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try makePrivateDirectory(tmp)
         var moved = false
@@ -158,9 +160,11 @@ enum SnapshotCache {
         mc.planPort = true
         let m = QEMUMachine(mc, log: log)
         defer { m.kill(); _ = m.wait(timeout: .seconds(10)) }
+        try cancel.attach(m)
         try m.start()
-        guard watch.waitReady(timeout: buildTimeout, alive: { m.processGroup != nil }) else {
-            throw CacheError.failed("the agent never said ready (\(m.processGroup == nil ? "qemu exited: \(BootBaseline.oneLine(m.qemuStderr))" : "timeout"))"
+        guard watch.waitReady(timeout: buildTimeout, alive: { !m.hasExited }) else {
+            if cancel.isCancelled { throw CancellationError() }
+            throw CacheError.failed("the agent never said ready (\(m.hasExited ? "qemu exited: \(BootBaseline.oneLine(m.qemuStderr))" : "timeout"))"
                                     + " — console: \(watch.consoleTail)")
         }
         try m.saveSnapshot(statePath: tmp + "/state.bin",
@@ -184,15 +188,20 @@ enum SnapshotCache {
     }
 
     /// Removes snapshots idle for `maxIdleSeconds`, the least recently used beyond
-    /// `maxSnapshots`, and leftovers of builds that died (older than an hour).
+    /// `maxSnapshots`, and leftovers of builds that died and orphaned locks (older than an hour).
     static func prune(_ root: String, keeping: String, log: Log) {
         let fm = FileManager.default
         guard let names = try? fm.contentsOfDirectory(atPath: root) else { return }
         let now = Date()
         func mtime(_ p: String) -> Date? { (try? fm.attributesOfItem(atPath: p))?[.modificationDate] as? Date }
         var live: [(name: String, used: Date)] = []
-        for n in names where n != keeping && !n.hasSuffix(".lock") {
+        for n in names where n != keeping {
             let p = root + "/" + n
+            if n.hasSuffix(".lock") {
+                // The lock of a snapshot that is gone (a cancelled or failed build).
+                if !fm.fileExists(atPath: String(p.dropLast(5))), let d = mtime(p), now.timeIntervalSince(d) > 3600 { unlink(p) }
+                continue
+            }
             if n.contains(".build-") || n.contains(".bad-") {
                 if let d = mtime(p), now.timeIntervalSince(d) > 3600 { try? fm.removeItem(atPath: p) }
                 continue
@@ -219,7 +228,8 @@ enum SnapshotCache {
 final class FileLock {
     private var fd: Int32
 
-    init(_ path: String, waitingFor what: String, timeout: Duration = .seconds(600), log: Log) throws {
+    init(_ path: String, waitingFor what: String, timeout: Duration = .seconds(600),
+         cancel: BuildCancellation = BuildCancellation(), log: Log) throws {
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SnapshotCache.CacheError.failed("open \(path): \(String(cString: strerror(errno)))") }
         let start = ContinuousClock.now
@@ -231,6 +241,10 @@ final class FileLock {
                 throw SnapshotCache.CacheError.failed("flock \(path): \(String(cString: strerror(e)))")
             }
             let waited = start.duration(to: .now)
+            if cancel.isCancelled {
+                close(fd)
+                throw CancellationError()
+            }
             if waited > timeout {
                 close(fd)
                 throw SnapshotCache.CacheError.failed("\(path) still locked after \(timeout) — another process builds \(what); remove the lock file if none does")
@@ -251,6 +265,30 @@ final class FileLock {
     }
 
     deinit { release() }
+}
+
+/// A run's cancellation, seen from the thread that builds a snapshot: it kills the build's VM.
+final class BuildCancellation: @unchecked Sendable {
+    private let lock = NSLock()
+    private var cancelled = false
+    private var machine: QEMUMachine?
+
+    var isCancelled: Bool { lock.lock(); defer { lock.unlock() }; return cancelled }
+
+    func cancel() {
+        lock.lock()
+        cancelled = true
+        let m = machine
+        lock.unlock()
+        m?.kill()
+    }
+
+    /// Registers the build's VM; throws when the run is already cancelled.
+    func attach(_ m: QEMUMachine) throws {
+        lock.lock(); defer { lock.unlock() }
+        guard !cancelled else { throw CancellationError() }
+        machine = m
+    }
 }
 
 /// Watches a building VM's channel for the agent's `ready` (and keeps the console's tail for

@@ -19,10 +19,12 @@ enum SnapshotRestore {
     }
 
     /// Restores a new machine from `snapshot` with `config`'s sinks, topology and memory;
-    /// `created` sees it before it starts (the caller's kill on cancellation). On a throw the
-    /// machine is gone.
+    /// `created` sees it before it starts (the caller's kill on cancellation); `cancelled`
+    /// also ends the wait (a kill that came before qemu existed could not reach it). On a
+    /// throw the machine is gone.
     static func start(_ snapshot: BootSnapshot, config: QEMUMachine.Configuration, archive: [UInt8],
-                      collector: RunCollector, created: (QEMUMachine) -> Void, log: Log) throws -> QEMUMachine {
+                      collector: RunCollector, created: (QEMUMachine) -> Void, cancelled: () -> Bool,
+                      log: Log) throws -> QEMUMachine {
         var c = config
         c.initrdFD = nil
         c.kernelCmdline = snapshot.commandLine
@@ -39,7 +41,8 @@ enum SnapshotRestore {
             sender.start()
             let deadline = ContinuousClock.now + timeout
             while collector.restoredState == nil {
-                guard m.processGroup != nil else {
+                if cancelled() { throw CancellationError() }
+                guard !m.hasExited else {
                     throw Failure(description: "qemu exited after the restore: \(BootBaseline.oneLine(m.qemuStderr)) — console: \(BootBaseline.oneLine(String(collector.consoleTail.suffix(400))))")
                 }
                 guard ContinuousClock.now < deadline else {
