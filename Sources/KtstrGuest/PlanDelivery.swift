@@ -149,17 +149,18 @@ enum PlanDelivery {
         return String(decoding: b.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] }, as: UTF8.self)
     }
 
-    /// Writes the archive's entries under /. Paths were checked by `NewcArchive.entries`
-    /// (no `..`, no absolute escape); directories are walked with O_NOFOLLOW, so a symlink in
-    /// the archive cannot redirect a later entry outside the tree. Returns an error text.
-    static func unpack(_ archive: [UInt8]) -> String? {
+    /// Writes the archive's entries under `root` (/ in the guest; a directory in tests).
+    /// Paths were checked by `NewcArchive.entries` (no `..`, no absolute escape); directories
+    /// are walked with O_NOFOLLOW, so a symlink in the archive cannot redirect a later entry
+    /// outside the tree. Returns an error text.
+    static func unpack(_ archive: [UInt8], root: String = "/") -> String? {
         let entries: [NewcArchive.Entry]
         switch NewcArchive.entries(archive) {
         case let .success(e): entries = e
         case let .failure(e): return e.description
         }
         for e in entries {
-            guard let dir = openDirectory(e.components.dropLast()) else { return "\(e.path): parent: \(Sys.errnoText())" }
+            guard let dir = openDirectory(e.components.dropLast(), root: root) else { return "\(e.path): parent: \(Sys.errnoText())" }
             defer { close(dir) }
             let leaf = e.components[e.components.count - 1]
             switch e.kind {
@@ -181,9 +182,9 @@ enum PlanDelivery {
         return nil
     }
 
-    /// An fd of the directory `/<parts>`, made where missing, never following a symlink.
-    static func openDirectory(_ parts: ArraySlice<String>) -> Int32? {
-        var fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    /// An fd of the directory `<root>/<parts>`, made where missing, never following a symlink.
+    static func openDirectory(_ parts: ArraySlice<String>, root: String) -> Int32? {
+        var fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         for p in parts {
             if mkdirat(fd, p, 0o755) != 0, errno != EEXIST { close(fd); return nil }
