@@ -134,3 +134,43 @@ struct BootSnapshotTests {
         #expect(SnapshotCache.valid(SnapshotCache.root() + "/\(key)", nodeMiB: nil) == nil)
     }
 }
+
+/// A configuration whose snapshot cannot be built fails once: the error is remembered, so
+/// later runs boot cold at once instead of paying a doomed cold boot each.
+@Suite(.timeLimit(.minutes(5)), .enabled(if: QEMUEnv.missing == nil, Comment(rawValue: QEMUEnv.missing ?? "")))
+struct BootSnapshotFailureTests {
+    @Test func aFailedBuildIsRememberedAndNamesItsCause() throws {
+        let cache = try ProvisioningFiles.scratchDirectory(in: NSTemporaryDirectory(), prefix: "ktstr-snapcache")
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        // Not an agent: /init exits at once, the kernel panics, nobody ever says ready.
+        var c = try BootSnapshotTests.configuration()
+        c.agentPath = "/bin/true"
+        c.memoryMiB = 256
+        let t0 = ContinuousClock.now
+        #expect(throws: SnapshotCache.CacheError.self) { try SnapshotCache.prepare(c, cache: cache, log: .silent) }
+        let firstTook = t0.duration(to: .now)
+        let key = try SnapshotCache.key(c).key.hash
+        let marker = SnapshotCache.root(cache) + "/\(key).failed"
+        let text = String(decoding: try #require(FileManager.default.contents(atPath: marker)), as: UTF8.self)
+        #expect(text.contains("never said ready"), "\(text)")
+        let mode = try FileManager.default.attributesOfItem(atPath: marker)[.posixPermissions] as? NSNumber
+        #expect(mode?.intValue == 0o600)
+        // Nothing half-built is left: no snapshot directory, no build directory.
+        let names = try FileManager.default.contentsOfDirectory(atPath: SnapshotCache.root(cache))
+        #expect(Set(names) == [key + ".failed", key + ".lock"], "\(names)")
+
+        let t1 = ContinuousClock.now
+        do {
+            _ = try SnapshotCache.prepare(c, cache: cache, log: .silent)
+            Issue.record("a remembered failure must throw")
+        } catch {
+            #expect("\(error)".contains("an earlier build of this configuration failed") && "\(error)".contains(marker), "\(error)")
+        }
+        #expect(t1.duration(to: .now) < .seconds(2) && t1.duration(to: .now) < firstTook)
+        // An old failure is forgotten.
+        let old = timespec(tv_sec: time(nil) - 2 * 24 * 3600, tv_nsec: 0)
+        _ = [old, old].withUnsafeBufferPointer { utimensat(AT_FDCWD, marker, $0.baseAddress, 0) }
+        #expect(throws: Never.self) { try SnapshotCache.rememberedFailure(marker) }
+        #expect(!FileManager.default.fileExists(atPath: marker))
+    }
+}

@@ -31,6 +31,10 @@ enum SnapshotCache {
     /// Snapshots not used for this long are removed when another is built.
     static let maxIdleSeconds: TimeInterval = 3 * 24 * 3600
     static let maxSnapshots = 16
+    /// A failed build leaves `<key>.failed` (its error): runs of that configuration boot cold
+    /// at once for this long instead of paying a doomed cold boot each (a kernel without
+    /// virtio_console cannot wait for a plan request).
+    static let failedBuildMemorySeconds: TimeInterval = 24 * 3600
 
     /// What a snapshot is made of; `SnapshotKey` hashes it.
     struct Configuration: Sendable {
@@ -89,18 +93,42 @@ enum SnapshotCache {
             return BootSnapshot(key: hash, directory: dir, nodes: c.topology.numaNodes, commandLine: key.commandLine, guestPaths: guestPaths, built: built, buildID: id)
         }
         if let s = ready(built: false) { touch(s); return s }
+        let failedMarker = root + "/" + hash + ".failed"
+        try rememberedFailure(failedMarker)
 
         try makePrivateDirectory(root)
         let lock = try FileLock(root + "/" + hash + ".lock", waitingFor: "the boot snapshot \(hash)", cancel: cancel, log: log)
         defer { lock.release() }
         if let s = ready(built: false) { touch(s); return s }
+        try rememberedFailure(failedMarker)
         let t0 = ContinuousClock.now
         log.info("boot snapshot \(hash): building (a cold boot to the agent's ready point, then a save; once per configuration)")
-        try build(c, key: key, into: dir, cancel: cancel, log: log)
+        do {
+            try build(c, key: key, into: dir, cancel: cancel, log: log)
+        } catch {
+            if !cancel.isCancelled {
+                _ = FileManager.default.createFile(atPath: failedMarker, contents: Data("\(error)\n".utf8),
+                                                   attributes: [.posixPermissions: 0o600])
+            }
+            throw error
+        }
         log.info("boot snapshot \(hash): built in \(t0.duration(to: .now))")
         prune(root, keeping: hash, log: log)
         guard let s = ready(built: true) else { throw CacheError.failed("built \(dir) but it does not check out") }
         return s
+    }
+
+    /// Throws the error of a recent failed build of this key (see `failedBuildMemorySeconds`).
+    static func rememberedFailure(_ marker: String) throws {
+        let fm = FileManager.default
+        guard let attrs = try? fm.attributesOfItem(atPath: marker), let when = attrs[.modificationDate] as? Date else { return }
+        guard Date().timeIntervalSince(when) < failedBuildMemorySeconds else {
+            unlink(marker)
+            return
+        }
+        let why = String(decoding: (fm.contents(atPath: marker) ?? Data()).prefix(2000), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        throw CacheError.failed("an earlier build of this configuration failed (\(why)) — fix that, or delete \(marker) to try again")
     }
 
     /// Removes a snapshot whose restore failed (only the build that failed, under the lock),
@@ -165,7 +193,7 @@ enum SnapshotCache {
         guard watch.waitReady(timeout: buildTimeout, alive: { !m.hasExited }) else {
             if cancel.isCancelled { throw CancellationError() }
             throw CacheError.failed("the agent never said ready (\(m.hasExited ? "qemu exited: \(BootBaseline.oneLine(m.qemuStderr))" : "timeout"))"
-                                    + " — console: \(watch.consoleTail)")
+                                    + " — \(watch.evidence)")
         }
         try m.saveSnapshot(statePath: tmp + "/state.bin",
                            ramImagePaths: ramImageNames(nodes: c.topology.numaNodes).map { tmp + "/" + $0 })
@@ -200,6 +228,10 @@ enum SnapshotCache {
             if n.hasSuffix(".lock") {
                 // The lock of a snapshot that is gone (a cancelled or failed build).
                 if !fm.fileExists(atPath: String(p.dropLast(5))), let d = mtime(p), now.timeIntervalSince(d) > 3600 { unlink(p) }
+                continue
+            }
+            if n.hasSuffix(".failed") {
+                if let d = mtime(p), now.timeIntervalSince(d) > failedBuildMemorySeconds { unlink(p) }
                 continue
             }
             if n.contains(".build-") || n.contains(".bad-") {
@@ -298,6 +330,7 @@ final class ReadyWatch: @unchecked Sendable {
     private var splitter = LineSplitter(maxLine: AgentMessage.maxLineBytes)
     private var console: [UInt8] = []
     private var isReady = false
+    private var problem: String?
 
     func console(_ b: ArraySlice<UInt8>) {
         lock.lock(); defer { lock.unlock() }
@@ -307,11 +340,19 @@ final class ReadyWatch: @unchecked Sendable {
 
     func channel(_ b: ArraySlice<UInt8>) {
         lock.lock(); defer { lock.unlock() }
-        for line in splitter.feed(b) where AgentMessage.parse(Substring(line)) == .ready { isReady = true }
+        for line in splitter.feed(b) {
+            switch AgentMessage.parse(Substring(line)) {
+            case .ready: isReady = true
+            case let .problem(text, _): problem = String(text.prefix(500))
+            default: break
+            }
+        }
     }
 
-    var consoleTail: String {
+    /// The agent's own problem when it reported one, else the console's tail.
+    var evidence: String {
         lock.lock(); defer { lock.unlock() }
+        if let problem { return "the agent: \(problem)" }
         return BootBaseline.oneLine(String(decoding: console.suffix(600), as: UTF8.self))
     }
 
