@@ -178,8 +178,8 @@ public enum SchedulerRun {
             // A kill from the cancellation handler makes start() fail: report the cancellation
             // (or, when asked, the outcome so far: the guest may have said hello already).
             machineBox.kill()
-            if !(Task.isCancelled && partialOutcomeOnCancel) { try Task.checkCancellation() }
-            guard Task.isCancelled else { throw error }
+            if !(Task.isCancelled && partialOutcomeOnCancel) { liveTask?.cancel(); try Task.checkCancellation() }
+            guard Task.isCancelled else { liveTask?.cancel(); throw error }
             exit = .killed
         }
         // The initrd fd must stay open until qemu has read it: keep the owner alive to here.
