@@ -21,6 +21,7 @@ enum Agent {
         // tasks cannot stop it from watching, stopping and reporting. It mostly sleeps.
         var rt = sched_param(sched_priority: 1)
         if sched_setscheduler(0, SCHED_FIFO, &rt) != 0 { Console.say("SCHED_FIFO: \(Sys.errnoText())") }
+        PlanDelivery.awaitPlanIfSnapshotBoot() // snapshot boot: waits here for the run's files (PlanDelivery.swift)
         guard Sys.exists("/ktstr/ok") else { finish(problem: "/ktstr/ok missing: the initramfs did not unpack completely") }
         guard let bytes = Sys.read("/ktstr/plan.json") else { finish(problem: "cannot read /ktstr/plan.json: \(Sys.errnoText())") }
         let plan: RunPlan
@@ -36,7 +37,7 @@ enum Agent {
         uname(&uts)
         let release = withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         if let e = Sys.linkKernelConfig(release: release) { Console.say(e) }
-        let syms = Kallsyms.lookup(plan.kallsyms)
+        let syms = PlanDelivery.kallsyms(for: plan.kallsyms) ?? Kallsyms.lookup(plan.kallsyms)
         let addresses = Dictionary(syms.compactMap { name, hex in UInt64(hex, radix: 16).map { (name, $0) } },
                                    uniquingKeysWith: { a, _ in a })
         let cpus = sysconf(Int32(_SC_NPROCESSORS_ONLN))

@@ -33,6 +33,9 @@ public struct VMConfig: Codable, Sendable, Hashable {
     /// The host flags a stall (`hostStallDetected`) when a runnable task waited this long or a
     /// CPU's rq clock lags this far with tasks runnable (guest time): nil = 2000 ms.
     public var hostStallThresholdMillis: Int?
+    /// false: boot cold even where a boot snapshot could be restored (`ktstr bench boot`'s
+    /// cold variants); nil or true: restore when `KTSTR_SNAPSHOT` allows (QEMU, no NUMA).
+    public var bootSnapshot: Bool? = nil
 
     public init(cpus: Int = 2, memoryMiB: Int = 512, topology: Topology? = nil, kernel: String? = nil,
                 backend: BackendChoice = .auto, timeoutSeconds: Double = 120) {

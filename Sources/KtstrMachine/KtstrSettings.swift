@@ -20,6 +20,7 @@ public struct KtstrSettings: Sendable, Equatable {
         Variable(name: "KTSTR_MAX_VMS", meaning: "N: at most N VMs at once per process (default: by host cores)"),
         Variable(name: "KTSTR_TCG_THREAD", meaning: "single|multi: qemu TCG threading (default single)"),
         Variable(name: "KTSTR_ARTIFACTS_DIR", meaning: "where tests write run artifacts (default .build/ktstr)"),
+        Variable(name: "KTSTR_SNAPSHOT", meaning: "off: boot every QEMU run cold instead of restoring a cached boot snapshot"),
         Variable(name: "KTSTR_DEBIAN_MIRROR", meaning: "Debian mirror URL for kernel and source downloads"),
     ]
 
@@ -34,6 +35,8 @@ public struct KtstrSettings: Sendable, Equatable {
     public var tcgThreads: String?
     public var artifactsDirectory: String?
     public var debianMirror: String?
+    /// `KTSTR_SNAPSHOT=off`: QEMU runs boot cold (docs/DESIGN-NOTES.md "Boot snapshots").
+    public var snapshotEnabled: Bool
 
     /// Empty values count as unset.
     public init(environment env: [String: String]) {
@@ -58,6 +61,7 @@ public struct KtstrSettings: Sendable, Equatable {
         tcgThreads = value("KTSTR_TCG_THREAD")
         artifactsDirectory = value("KTSTR_ARTIFACTS_DIR")
         debianMirror = value("KTSTR_DEBIAN_MIRROR")
+        snapshotEnabled = value("KTSTR_SNAPSHOT")?.lowercased() != "off"
     }
 
     /// This process's environment, read once.

@@ -19,6 +19,13 @@ public enum AgentMessage: Sendable, Equatable {
     /// Plan mode `shell`: the shell exited with `status` (its exit code, or 128 + the signal
     /// that killed it), sent after the console's end marker and before the scheduler stops.
     case shellExit(status: Int)
+    /// Snapshot boot (`ktstr.snapshot=1`): the agent has said hello and now blocks on the
+    /// plan port; the host saves the VM at this point.
+    case ready
+    /// A restored agent got its plan request, reseeded the kernel's RNG and set the clock;
+    /// `random` is hex of 16 getrandom() bytes drawn after the reseed (tests check that two
+    /// restores of one snapshot differ). Sent before the run's hello.
+    case restored(random: String)
     /// A well-formed message of a type this host does not know (newer agent).
     case unknown(type: String)
 
@@ -31,7 +38,7 @@ public enum AgentMessage: Sendable, Equatable {
     /// The `type` field of each case.
     private enum Tag: String {
         case hello, schedStarted = "sched_started", schedEnabled = "sched_enabled", schedExit = "sched_exit"
-        case workers, scenario, log, problem, done, shellExit = "shell_exit"
+        case workers, scenario, log, problem, done, shellExit = "shell_exit", ready, restored
     }
 
     /// Parses one line; nil for anything that is not a valid `@ktstr {json}` message.
@@ -68,6 +75,8 @@ public enum AgentMessage: Sendable, Equatable {
         case .problem: return .problem(str("message"), kind: AgentProblemKind(rawValue: str("kind")))
         case .done: return .done
         case .shellExit: return .shellExit(status: obj["status"]?.int ?? -1)
+        case .ready: return .ready
+        case .restored: return .restored(random: String(str("random").prefix(256)))
         case nil: return .unknown(type: type)
         }
     }
@@ -101,6 +110,8 @@ public enum AgentMessage: Sendable, Equatable {
             (type, fields) = (Tag.problem.rawValue, [("message", .string(message))] + (kind.map { [("kind", JSON.string($0.rawValue))] } ?? []))
         case .done: (type, fields) = (Tag.done.rawValue, [])
         case let .shellExit(status): (type, fields) = (Tag.shellExit.rawValue, [("status", .int(status))])
+        case .ready: (type, fields) = (Tag.ready.rawValue, [])
+        case let .restored(random): (type, fields) = (Tag.restored.rawValue, [("random", .string(random))])
         case let .unknown(t): (type, fields) = (t, [])
         }
         return .object([("type", .string(type))] + fields + extra)

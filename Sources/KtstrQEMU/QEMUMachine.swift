@@ -44,6 +44,20 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         /// COM1 takes input too (`sendToConsole`, `ktstr shell`): the console is a socketpair
         /// qemu inherits as fd 4 (`-chardev socket,fd=4`) instead of an output-only pipe.
         public var consoleInput = false
+        /// A virtio-serial port named `org.ktstr.plan` whose host end is one end of a
+        /// socketpair (qemu inherits the other as `planPortFD`): the channel a snapshot-booted
+        /// agent reads its plan request from (`sendToPlanPort`).
+        public var planPort = false
+        /// Restore instead of boot (QEMUMachine+Snapshot.swift): each NUMA node's RAM image (one
+        /// without NUMA) is copied into its fresh RAM file and the device state loaded from
+        /// `stateFile` (fd 6, no initrd).
+        public var restore: Restore?
+
+        public struct Restore: Sendable {
+            public var ramImages: [String]
+            public var stateFile: String
+            public init(ramImages: [String], stateFile: String) { self.ramImages = ramImages; self.stateFile = stateFile }
+        }
 
         public init(qemuPath: String, kernelPath: String, initrdFD: Int32?, kernelCmdline: String, topology: Topology,
                     memoryMiB: Int, accelerator: Accelerator, console: @escaping ByteSink, channel: @escaping ByteSink) {
@@ -74,17 +88,18 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     public let backend: BackendKind
     public var vcpuCount: Int { config.topology.vcpuCount }
     public let config: Configuration
-    private let log: Log
+    let log: Log
 
-    private let state = NSLock()
+    let state = NSLock()
     private var pid: pid_t = 0
     private var exitStatus: Int32?
     private var killedByUs = false
     private var memory: GuestMemory?
-    private var memFDs: [Int32] = []
+    var memFDs: [Int32] = []
     private var watchdogWrite: Int32 = -1
     private var consoleInputFD: Int32 = -1
-    private var qmp: QMPClient?
+    private var planPortHostFD: Int32 = -1
+    var qmp: QMPClient?
     private var readers: [Thread] = []
     private let readersDone = DispatchGroup()
     private let stderrText = LockedText(limit: 8192)
@@ -119,6 +134,12 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
 
     /// The fd qemu inherits its end of the QMP socketpair as.
     static let qmpFD: Int32 = 8
+    /// The fd of qemu's end of the plan port's socketpair (`Configuration.planPort`): the
+    /// first after the RAM files' (9 without NUMA, 10 with two nodes).
+    var planPortFD: Int32 { Self.memoryFD(node: config.topology.numaNodes) }
+    /// The fd qemu reads a restored machine's device state from (`-incoming`, `fd:6`): a
+    /// restore has no initrd, whose fd this is otherwise.
+    static let incomingFD: Int32 = 6
 
     /// The fd qemu inherits node `n`'s RAM file as: 3 for node 0 (and without NUMA), 9 for
     /// node 1, then 10, 11, … (dash redirects only single-digit fds, so the wrapper cannot
@@ -159,11 +180,21 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
                  // can reach the monitor (an abstract socket was open to every local uid).
                  "-chardev", "socket,id=ktstr-qmp,fd=\(Self.qmpFD)",
                  "-mon", "chardev=ktstr-qmp,mode=control"]
+        if config.planPort {
+            a += ["-device", "virtio-serial-pci,id=ktstr-vser",
+                  "-chardev", "socket,id=ktstr-plan,fd=\(planPortFD)",
+                  "-device", "virtserialport,bus=ktstr-vser.0,chardev=ktstr-plan,name=\(Self.planPortName)"]
+        }
         // RDRAND lets the guest seed its CRNG at once (with random.trust_cpu=on): the Swift
         // runtime of the agent calls getrandom() at startup, which otherwise blocks under TCG
         // until "crng init done", seconds into the boot.
         a += ["-cpu", config.accelerator == .kvm ? "host" : "qemu64,+rdrand"]
-        if config.initrdFD != nil { a += ["-initrd", "/proc/self/fd/6"] }
+        if config.restore != nil {
+            // The capability x-ignore-shared must be set before the stream is read: defer it.
+            a += ["-incoming", "defer"]
+        } else if config.initrdFD != nil {
+            a += ["-initrd", "/proc/self/fd/6"]
+        }
         return a
     }
 
@@ -205,6 +236,19 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
                 throw QEMUError.setup("cannot size guest RAM to \(config.memoryMiB) MiB in /dev/shm: \(String(cString: strerror(e)))")
             }
         }
+        if let r = config.restore {
+            do {
+                guard r.ramImages.count == memFDs.count else {
+                    throw QEMURAMImage.ImageError.io("\(r.ramImages.count) images for \(memFDs.count) RAM files")
+                }
+                for (k, image) in r.ramImages.enumerated() {
+                    try QEMURAMImage.load(image, into: memFDs[k], size: UInt64(nodeMiB[k]) << 20)
+                }
+            } catch {
+                closeFDs()
+                throw QEMUError.setup("restore: \(error)")
+            }
+        }
 
         // pipe2 is not in the Glibc module: pipe + FD_CLOEXEC under the lock our spawns take,
         // so no concurrently started qemu inherits these ends.
@@ -231,6 +275,14 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         let err = try pair({ pipe($0) }, "pipe"), dog = try pair({ pipe($0) }, "pipe")
         // QMP: a connected pair, ours and qemu's; no socket anyone else could connect to.
         let qmpPair = try pair({ socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, $0) }, "socketpair")
+        // The plan port: connected like QMP, so nothing of it has a name either.
+        let planPair = config.planPort ? try pair({ socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, $0) }, "socketpair") : nil
+        var incoming: Int32 = -1
+        if let r = config.restore {
+            incoming = Glibc.open(r.stateFile, O_RDONLY | O_CLOEXEC)
+            guard incoming >= 0 else { throw QEMUError.setup("restore: open \(r.stateFile): \(String(cString: strerror(errno)))") }
+            open.append(incoming)
+        }
         var ramOffset: UInt64 = 0
         let backing = zip(memFDs, nodeMiB).map { fd, mib in
             defer { ramOffset += UInt64(mib) << 20 }
@@ -244,7 +296,12 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         var targets: [(Int32, Int32)] = [(0, dog.0), (1, err.1), (2, err.1), (4, con.1), (5, chan.1),
                                          (Self.qmpFD, qmpPair.1)]
         for (n, fd) in memFDs.enumerated() { targets.append((Self.memoryFD(node: n), fd)) }
-        if let initrd = config.initrdFD { targets.append((6, initrd)) }
+        if let planPair { targets.append((planPortFD, planPair.1)) }
+        if incoming >= 0 {
+            targets.append((Self.incomingFD, incoming))
+        } else if let initrd = config.initrdFD {
+            targets.append((6, initrd))
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -276,6 +333,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         // The child has its copies. Ours of its ends must go, so that our readers see EOF and
         // qemu's exit closes the QMP connection; we keep the read ends, QMP and the watchdog.
         var kept: Set<Int32> = [con.0, chan.0, err.0, dog.1, qmpPair.0]
+        if let planPair { kept.insert(planPair.0) }
         // Input goes to our end of the console socketpair through a copy (the reader closes con.0 at EOF).
         let conInput = config.consoleInput ? fcntl(con.0, F_DUPFD_CLOEXEC, 0) : -1
         if conInput >= 0 { kept.insert(conInput) }
@@ -289,6 +347,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         pid = child
         watchdogWrite = dog.1
         consoleInputFD = conInput
+        planPortHostFD = planPair?.0 ?? -1
         self.memory = memory
         state.unlock()
 
@@ -302,6 +361,10 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         do {
             let c = try QMPClient(connected: qmpPair.0, timeout: .seconds(20))
             state.lock(); qmp = c; state.unlock()
+            if config.restore != nil { try loadIncoming(c) }
+        } catch let e as QEMUError {
+            kill()
+            throw e
         } catch {
             if !reap(blocking: false) { usleep(200_000) }
             if reap(blocking: false) {
@@ -334,7 +397,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         readers.append(t)
     }
 
-    private func requireQMP() throws -> QMPClient {
+    func requireQMP() throws -> QMPClient {
         state.lock()
         defer { state.unlock() }
         guard let q = qmp, exitStatus == nil else { throw QEMUError.notStarted }
@@ -411,6 +474,29 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         return true
     }
 
+    /// True once qemu's wrapper has exited (reaps it: `processGroup` alone stays set after a
+    /// kill until someone reaps).
+    public var hasExited: Bool { reap(blocking: false) }
+
+    /// Bytes for the guest's plan port (`Configuration.planPort`), blocking until qemu took
+    /// them all (the guest reads as it unpacks). False when there is no port or qemu is gone.
+    @discardableResult
+    public func sendToPlanPort(_ bytes: [UInt8]) -> Bool {
+        state.lock()
+        let fd = exitStatus == nil && planPortHostFD >= 0 ? dup(planPortHostFD) : -1
+        state.unlock()
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return false }
+            off += n
+        }
+        return true
+    }
+
     /// qemu's own stderr (errors about options, files, accelerators).
     public var qemuStderr: String { stderrText.text }
 
@@ -448,6 +534,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
     private func closeWatchdogLocked() {
         if watchdogWrite >= 0 { close(watchdogWrite); watchdogWrite = -1 }
         if consoleInputFD >= 0 { close(consoleInputFD); consoleInputFD = -1 }
+        if planPortHostFD >= 0 { close(planPortHostFD); planPortHostFD = -1 }
     }
 
     private func closeFDs() {

@@ -75,6 +75,42 @@ struct LinuxBootTests {
         FileHandle.standardError.write(Data("LinuxBootTests: \(path): banner after \(String(format: "%.1f", banner)) s, Command line echo after \(String(format: "%.1f", echo)) s\n".utf8))
     }
 
+    /// KVMMachine snapshot and restore of a real kernel mid-boot: frozen right after its
+    /// banner, saved, and restored twice; each copy boots on from there to the next milestone
+    /// (the ACPI CPU count), with a console that starts empty (no second banner).
+    @Test(.timeLimit(.minutes(8)))
+    func earlyBootSnapshotRestoresTwiceAndReachesTheNextMilestone() throws {
+        let k = try #require(defaultKernel)
+        let (path, _) = KVMMachine.bootImage(image: k.image, vmlinux: k.vmlinux)
+        let topology = Topology(llcs: 1, coresPerLLC: 2, threadsPerCore: 1)
+        let milestone = "Allowing 2 present CPUs"
+        let (m, console) = try Self.boot(path, extra: "", topology: topology, mask: .emulatedKernelCode)
+        defer { m.kill(); _ = m.wait(timeout: .seconds(15)) }
+        _ = try Self.elapsed(console.waitFor("Linux version 7.3.4", timeout: .seconds(300)), "banner", console)
+        let dir = try ProvisioningFiles.scratchDirectory(in: NSTemporaryDirectory(), prefix: "ktstr-kvm-snapshot")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        _ = try m.freeze(timeout: .seconds(10))
+        try m.snapshot(to: dir)
+        let before = console.text
+        m.kill()
+        _ = m.wait(timeout: .seconds(15))
+        try #require(!before.contains(milestone), "the boot passed the milestone before the snapshot: nothing left to show")
+
+        let copies = try (0..<2).map { _ in
+            let recorder = ConsoleRecorder()
+            let r = try KVMMachine.restore(from: dir, configuration: KVMMachineConfiguration(
+                kernel: path, topology: topology, memoryMiB: 160, console: recorder.sink, cpuidMask: .emulatedKernelCode))
+            try r.start()
+            return (r, recorder)
+        }
+        defer { for (r, _) in copies { r.kill(); _ = r.wait(timeout: .seconds(15)) } }
+        for (n, (_, recorder)) in copies.enumerated() {
+            let t = try Self.elapsed(recorder.waitFor(milestone, timeout: .seconds(300)), "copy \(n): \(milestone)", recorder)
+            #expect(!recorder.text.contains("Linux version"), "copy \(n) printed a second banner: \(recorder.tail())")
+            FileHandle.standardError.write(Data("LinuxBootTests: restored copy \(n) reached '\(milestone)' after \(String(format: "%.1f", t)) s\n".utf8))
+        }
+    }
+
     /// The bzImage path on this host: its decompressor runs (and prints) from our 64-bit
     /// entry with our zero page and command line, before it needs what the emulator lacks.
     @Test(.timeLimit(.minutes(3)),

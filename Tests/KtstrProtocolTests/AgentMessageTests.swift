@@ -58,6 +58,8 @@ import Testing
         .problem("1.20 s of the planned 3.00 s", kind: .workloadCutShort),
         .problem("no exit information from the scheduler", kind: .noExitInformation),
         .done,
+        .ready,
+        .restored(random: "00ff3b757d874a6cca5e342bb8d3ae44"),
         .unknown(type: "newer_thing"),
     ]
 

@@ -14,9 +14,12 @@ struct QEMUPrivacyTests {
 
     @Test(.enabled(if: skip == nil, Comment(rawValue: skip ?? "")))
     func anotherUIDGetsNoQMPGreetingFromALiveRun() async throws {
-        let m = QEMUMachine(.init(qemuPath: try Provisioning.qemuBinary(), kernelPath: try Provisioning.kernel().image,
-                                  initrdFD: nil, kernelCmdline: QEMUMachine.baseCmdline, topology: .flat(2),
-                                  memoryMiB: 256, accelerator: .tcg, console: { _ in }, channel: { _ in }), log: .silent)
+        var config = QEMUMachine.Configuration(qemuPath: try Provisioning.qemuBinary(), kernelPath: try Provisioning.kernel().image,
+                                               initrdFD: nil, kernelCmdline: QEMUMachine.baseCmdline, topology: .flat(2),
+                                               memoryMiB: 256, accelerator: .tcg, console: { _ in }, channel: { _ in })
+        // With the plan port a restored run's agent reads its request from: one more socket.
+        config.planPort = true
+        let m = QEMUMachine(config, log: .silent)
         defer { m.kill() }
         try m.start()
         let group = try #require(m.processGroup, "the machine is not running")
@@ -28,7 +31,8 @@ struct QEMUPrivacyTests {
         // Every named socket (QMP used to be "@ktstr-…-qmp"), and every fd qemu holds by its
         // /proc path: the RAM file, the console and channel pipes, the QMP socket.
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(qemu)/fd")) ?? []
-        #expect(fds.contains("3") && fds.contains("8"), "qemu's RAM file (fd 3) and QMP socket (fd 8): \(fds)")
+        #expect(fds.contains("3") && fds.contains("8") && fds.contains("9"), "qemu's RAM file (fd 3), QMP socket (fd 8), plan port (fd 9): \(fds)")
+        #expect(sockets.count >= 2, "QMP and the plan port: \(sockets)")
         let targets = sockets.map(\.path).filter { !$0.isEmpty }.map(ForeignUserProbe.Target.socket)
             + fds.map { .file("/proc/\(qemu)/fd/\($0)") }
         let uid = ForeignUserProbe.foreignUID

@@ -53,14 +53,14 @@ public struct BenchBootReport: Codable, Sendable {
         func ms(_ v: Double) -> String { String(format: "%8.0f", v) }
         var lines = ["boot benchmark: \(iterations) iterations interleaved, \(cpus) vCPUs, \(memoryMiB) MiB, qemu TCG, kernel \(kernel)",
                      "load average before: \(loadBefore)   after: \(loadAfter)",
-                     "wall ms                          min   median      p90      max   boot median (start → hello)"]
+                     "wall ms                              min   median      p90      max   boot median (start → hello)"]
         for v in variants {
             guard let w = v.wall else { continue }
             let boot = v.boot.map { String(format: "%8.0f", $0.median) } ?? "       -"
-            lines.append("  \(v.name.padding(toLength: 24, withPad: " ", startingAt: 0))\(ms(w.min)) \(ms(w.median)) \(ms(w.p90)) \(ms(w.max))   \(boot)")
+            lines.append("  \(v.name.padding(toLength: 28, withPad: " ", startingAt: 0))\(ms(w.min)) \(ms(w.median)) \(ms(w.p90)) \(ms(w.max))   \(boot)")
         }
         for v in variants { lines.append("  \(v.name): \(v.what)") }
-        lines.append("  wall: A spawn → qemu exit; B, C the whole SchedulerRun.run call (initramfs, boot, run, power-off, dump)")
+        lines.append("  wall: A spawn → qemu exit; the others the whole SchedulerRun.run call (initramfs, boot or restore, run, power-off, dump)")
         for (k, x) in ratios.sorted(by: { $0.key < $1.key }) {
             lines.append(String(format: "ratio of medians %@: %.2fx", k, x))
         }

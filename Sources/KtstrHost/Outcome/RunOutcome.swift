@@ -61,6 +61,9 @@ public struct RunOutcome: Codable, Sendable {
     /// The scenario's checks, evaluated on the host (`ScenarioChecks`); every one fails, saying
     /// so, when there is no report.
     public var checks: [CheckResult]?
+    /// How the VM came up when a boot snapshot was to be used (QEMU, `KTSTR_SNAPSHOT` not
+    /// off): restored, or booted cold after a `snapshotFallback`. nil: an ordinary cold boot.
+    public var snapshot: SnapshotUse?
 
     public init(backend: BackendKind, kernelRelease: String? = nil, bootMillis: Int? = nil,
                 wallMillis: Int, schedulerExit: SchedulerExit? = nil, failureDump: FailureDump? = nil,

@@ -41,6 +41,10 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         /// A scenario was planned and the agent sent no `scenario` report (an older agent, or
         /// the run ended before the report); the checks could not be evaluated.
         case scenarioNotReported = "scenario_not_reported"
+        /// The run was to restore a boot snapshot and booted cold instead: the snapshot could
+        /// not be built or restored (detail: why). Kept in `RunOutcome.snapshot.problem`, not
+        /// in `problems`: the run itself is whole, so it never fails a test by itself.
+        case snapshotFallback = "snapshot_fallback"
     }
 
     public var kind: Kind
@@ -74,6 +78,7 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         case .liveHandle: "live: \(d)"
         case .topologyMismatch: "topology mismatch: \(d)"
         case .scenarioNotReported: "the agent sent no scenario report" + (d.isEmpty ? "" : ": \(d)")
+        case .snapshotFallback: "booted cold instead of restoring the boot snapshot: \(d)"
         }
     }
 

@@ -26,6 +26,9 @@ public struct InitramfsAssembler: Sendable {
     public var kernelRelease: String?
     /// More programs (host path, guest path), with their shared libraries: busybox for `ktstr shell`.
     public var extraFiles: [(hostPath: String, guestPath: String)] = []
+    /// Guest paths left out of the archive because the guest has them already: a restored
+    /// snapshot's agent and libraries (the plan request carries only the rest).
+    public var omitGuestPaths: Set<String> = []
 
     public init(agentPath: String, schedulerPath: String?, planJSON: [UInt8], closure: SharedLibraryClosure = SharedLibraryClosure(),
                 kernelConfig: String? = nil, kernelRelease: String? = nil) {
@@ -47,7 +50,7 @@ public struct InitramfsAssembler: Sendable {
         roots += extraFiles
         let files = try closure.resolve(roots)
         var archive = Initramfs()
-        for f in files {
+        for f in files where !omitGuestPaths.contains(f.guestPath) {
             guard let data = FileManager.default.contents(atPath: f.hostPath) else {
                 throw SharedLibraryClosure.ResolveError.unreadable(f.hostPath)
             }

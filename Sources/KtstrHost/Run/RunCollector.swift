@@ -16,6 +16,8 @@ final class RunCollector: @unchecked Sendable {
     private(set) var schedEnabledAt: ContinuousClock.Instant?
     /// Set at the agent's `done` or `sched_exit`: nothing live can start after it.
     private(set) var finishedAt: ContinuousClock.Instant?
+    /// A restored agent's `restored` message: when, and the random bytes it drew.
+    private(set) var restored: (at: ContinuousClock.Instant, random: String)?
     let consoleLimit: Int
     let created = ContinuousClock.now
     let onHello: @Sendable ([String: UInt64]) -> Void
@@ -46,6 +48,7 @@ final class RunCollector: @unchecked Sendable {
                 hello = syms
             }
             if case .schedulerEnabled = m, schedEnabledAt == nil { schedEnabledAt = .now }
+            if case let .restored(random) = m, restored == nil { restored = (.now, random) }
             switch m {
             case .done, .schedulerExit: if finishedAt == nil { finishedAt = .now }
             default: break
@@ -56,6 +59,20 @@ final class RunCollector: @unchecked Sendable {
         lock.unlock()
         if let hello { onHello(hello) }
         for m in arrived { onMessage?(m) }
+    }
+
+    /// Forgets everything: a failed restore's bytes must not leak into the cold boot after it.
+    func reset() {
+        lock.lock(); defer { lock.unlock() }
+        console = []
+        splitter = LineSplitter(maxLine: AgentMessage.maxLineBytes)
+        messages = []
+        helloAt = nil; schedEnabledAt = nil; finishedAt = nil; restored = nil
+    }
+
+    var restoredState: (at: ContinuousClock.Instant, random: String)? {
+        lock.lock(); defer { lock.unlock() }
+        return restored
     }
 
     var consoleTail: String {

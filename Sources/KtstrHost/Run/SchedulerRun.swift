@@ -76,12 +76,24 @@ public enum SchedulerRun {
                                        periodMicros: workload.periodMicros, cgroup: workload.cgroup),
             durationMillis: durationMillis, kallsyms: FailureMonitor.requiredSymbols, attachTimeoutMillis: attach,
             deadlineMillis: max(5000, Int(vm.timeoutSeconds * 1000) - 5000), scenario: scenario)
-        let image = try InitramfsAssembler(agentPath: agent, schedulerPath: sched?.path, planJSON: plan.encoded(), kernel: kernel).assemble()
-        log.debug("initramfs: \(image.bytes.count >> 10) KiB, \(image.files.count) files")
+        let assembler = InitramfsAssembler(agentPath: agent, schedulerPath: sched?.path, planJSON: plan.encoded(), kernel: kernel)
+        let qemuPath = decision.backend == .kvm ? "" : try Provisioning.qemuBinary()
+        let coldCmdline = QEMUMachine.baseCmdline + " " + cmdlineExtras + extraCmdline(settings)
+        // QEMU runs restore a boot snapshot (docs/DESIGN-NOTES.md "Boot snapshots"), except with
+        // KTSTR_SNAPSHOT=off, VMConfig.bootSnapshot false or a stand-in agent.
+        let snapshotConfig: SnapshotCache.Configuration? = decision.backend != .kvm && settings.snapshotEnabled && vm.bootSnapshot != false
+            && agentPath == nil
+            ? SnapshotCache.Configuration(qemuPath: qemuPath, kernelImage: kernel.image, commandLine: coldCmdline,
+                                          topology: vm.topology, memoryMiB: vm.memoryMiB,
+                                          accelerator: decision.backend == .qemuKVM ? .kvm : .tcg,
+                                          agentPath: agent, kallsyms: plan.kallsyms)
+            : nil
 
         let units = try await VMSlots.shared.acquire(vcpus: vm.cpus)
         defer { Task { await VMSlots.shared.release(units) } }
         try Task.checkCancellation()
+        // Built (once per configuration, under a lock) inside this run's VM slot.
+        let snapshot = await prepareSnapshot(snapshotConfig, log: log)
 
         let monitor = FailureMonitor(log: log)
         monitor.prepare(vmlinux: kernel.vmlinux) // parse BTF during the boot, not at hello
@@ -99,27 +111,29 @@ public enum SchedulerRun {
         }
         let console: ByteSink = { collector.consoleBytes($0) }
         let channel: ByteSink = { collector.channelBytes($0) }
-        let machine: any Machine
-        let initrd: UnlinkedFile?
-        if decision.backend == .kvm {
-            initrd = nil
-            let boot = KVMMachine.bootImage(image: kernel.image, vmlinux: kernel.vmlinux)
-            if let note = boot.note { log.info(note) }
-            machine = try KVMMachine(KVMMachineConfiguration(
-                kernel: boot.path, initrd: image.bytes, commandLineExtra: extraCmdline(settings), topology: vm.topology,
-                memoryMiB: vm.memoryMiB, console: console, channel: channel, log: log))
-        } else {
+        let qemuConfig = QEMUMachine.Configuration(
+            qemuPath: qemuPath, kernelPath: kernel.image, initrdFD: nil, kernelCmdline: coldCmdline,
+            topology: vm.topology, memoryMiB: vm.memoryMiB, accelerator: decision.backend == .qemuKVM ? .kvm : .tcg,
+            console: console, channel: channel)
+        // The cold machine (and the initrd fd qemu reads, kept open until the run ends).
+        let initrdBox = InitrdBox()
+        let coldMachine: @Sendable () throws -> any Machine = {
+            let image = try assembler.assemble()
+            log.debug("initramfs: \(image.bytes.count >> 10) KiB, \(image.files.count) files")
+            if decision.backend == .kvm {
+                let boot = KVMMachine.bootImage(image: kernel.image, vmlinux: kernel.vmlinux)
+                if let note = boot.note { log.info(note) }
+                return try KVMMachine(KVMMachineConfiguration(
+                    kernel: boot.path, initrd: image.bytes, commandLineExtra: extraCmdline(settings), topology: vm.topology,
+                    memoryMiB: vm.memoryMiB, console: console, channel: channel, log: log))
+            }
             let file = try UnlinkedFile(contents: image.bytes)
-            initrd = file
-            machine = QEMUMachine(.init(
-                qemuPath: try Provisioning.qemuBinary(), kernelPath: kernel.image, initrdFD: file.fd,
-                kernelCmdline: QEMUMachine.baseCmdline + " " + cmdlineExtras + extraCmdline(settings),
-                topology: vm.topology, memoryMiB: vm.memoryMiB,
-                accelerator: decision.backend == .qemuKVM ? .kvm : .tcg,
-                console: console, channel: channel), log: log)
+            initrdBox.file = file
+            var c = qemuConfig
+            c.initrdFD = file.fd
+            return QEMUMachine(c, log: log)
         }
-        machineBox.machine = machine
-        onMachine?(machine)
+        let snapshotUse = SnapshotUseBox(snapshot.use)
 
         let started = ContinuousClock.now
         // The live handle (during: closure, watchdog override) starts once the scheduler enabled.
@@ -129,25 +143,49 @@ public enum SchedulerRun {
                           writes: writes, watchdog: watchdog, log: log)
         }
         let exit: MachineExit
+        let timeout = Duration.milliseconds(Int(vm.timeoutSeconds * 1000))
         do {
             exit = try await withTaskCancellationHandler {
                 try await Blocking.run {
+                    if let boot = snapshot.boot {
+                        do {
+                            var a = assembler
+                            a.omitGuestPaths = boot.guestPaths
+                            let archive = try a.assemble().bytes
+                            let m = try SnapshotRestore.start(boot, config: qemuConfig, archive: archive, collector: collector,
+                                                              created: { machineBox.machine = $0; onMachine?($0) },
+                                                              cancelled: { machineBox.cancelled }, log: log)
+                            snapshotUse.restored(at: collector.restoredState, started: started)
+                            return m.wait(timeout: timeout)
+                        } catch {
+                            guard !machineBox.cancelled else { throw error }
+                            log.warning("boot snapshot \(boot.key): restore failed, booting cold: \(error)")
+                            snapshotUse.fellBack("restore failed: \(error)")
+                            collector.reset()
+                            SnapshotCache.discard(boot, log: log)
+                        }
+                    }
+                    let machine = try coldMachine()
+                    machineBox.machine = machine
+                    onMachine?(machine)
                     try machine.start()
-                    return machine.wait(timeout: .milliseconds(Int(vm.timeoutSeconds * 1000)))
+                    // A kill that came before qemu existed did not reach it.
+                    if machineBox.cancelled { machine.kill() }
+                    return machine.wait(timeout: timeout)
                 }
             } onCancel: {
-                machine.kill()
+                machineBox.kill()
             }
         } catch {
             // A kill from the cancellation handler makes start() fail: report the cancellation
             // (or, when asked, the outcome so far: the guest may have said hello already).
-            machine.kill()
-            if !(Task.isCancelled && partialOutcomeOnCancel) { try Task.checkCancellation() }
-            guard Task.isCancelled else { throw error }
+            machineBox.kill()
+            if !(Task.isCancelled && partialOutcomeOnCancel) { liveTask?.cancel(); try Task.checkCancellation() }
+            guard Task.isCancelled else { liveTask?.cancel(); throw error }
             exit = .killed
         }
         // The initrd fd must stay open until qemu has read it: keep the owner alive to here.
-        withExtendedLifetime(initrd) {}
+        withExtendedLifetime(initrdBox) {}
         let wall = ContinuousClock.now - started
         let sampled = sampler?.finish() // first: the RAM it would read next is no longer a running guest
         liveTask?.cancel()
@@ -176,7 +214,8 @@ public enum SchedulerRun {
         outcome.schedulerEnabledMillis = collector.liveState.enabledAt.map { millis($0 - started) }
         outcome.exitSeenMillis = monitor.exitSeenAt.map { millis($0 - started) }
         if Task.isCancelled { outcome.problems.append(RunProblem(.cancelled)) }
-        if decision.backend == .kvm { outcome.unhandledAccesses = machine.unhandledAccesses }
+        if decision.backend == .kvm, let machine = machineBox.machine { outcome.unhandledAccesses = machine.unhandledAccesses }
+        outcome.snapshot = snapshotUse.value
         if let dir = artifactsDirectory { RunArtifacts.write(outcome, to: dir, log: log) }
         if !partialOutcomeOnCancel { try Task.checkCancellation() }
         return outcome
@@ -299,14 +338,36 @@ public enum SchedulerRun {
     }
 }
 
-/// The machine, once created, for the hello callback (set before the machine starts).
+/// The machine, once created, for the hello callback (set before the machine starts). After
+/// `kill()` (cancellation) every machine set here is killed at once, also one made later
+/// (a cold boot after a failed restore).
 final class MachineBox: @unchecked Sendable {
     private let lock = NSLock()
     private var value: (any Machine)?
+    private var killed = false
     var machine: (any Machine)? {
         get { lock.lock(); defer { lock.unlock() }; return value }
-        set { lock.lock(); value = newValue; lock.unlock() }
+        set {
+            lock.lock()
+            value = newValue
+            let dead = killed
+            lock.unlock()
+            if dead { newValue?.kill() }
+        }
     }
+    var cancelled: Bool { lock.lock(); defer { lock.unlock() }; return killed }
+    func kill() {
+        lock.lock()
+        killed = true
+        let m = value
+        lock.unlock()
+        m?.kill()
+    }
+}
+
+/// The cold machine's initrd file, owned until the run ends.
+final class InitrdBox: @unchecked Sendable {
+    var file: UnlinkedFile?
 }
 
 /// A file with no name: written to /dev/shm (or /tmp), unlinked at once, kept as an fd.

@@ -56,7 +56,10 @@ public final class KVMMachine: RunnerBackedMachine, @unchecked Sendable {
     public let kernelImage: KernelImage
     /// The vCPU threads (watchpoints for the monitor live here: `runner.watchExitKind`).
     public let runner: VCPURunner
-    private let com2: SerialPortDevice
+    let com1: SerialPortDevice
+    let com2: SerialPortDevice
+    let i8042Data: I8042Device
+    let i8042Command: I8042Device
 
     /// Builds the whole machine (RAM filled, vCPUs configured); nothing runs until `start()`.
     public init(_ config: KVMMachineConfiguration, kvm: KVMSystem? = nil) throws {
@@ -88,15 +91,10 @@ public final class KVMMachine: RunnerBackedMachine, @unchecked Sendable {
 
         let vm = try system.createVM(memory: memory)
         try KVMLinuxBoot.setUpVM(vm)
-        var bus = DeviceBus()
-        try bus.add(SerialPortDevice(sink: config.console ?? { _ in }, irq: .kvm(vm, gsi: Serial16550.com1IRQ, log: config.log)),
-                    ports: Serial16550.com1Base, count: Serial16550.portCount)
-        let com2 = SerialPortDevice(sink: config.channel ?? { _ in }, irq: .kvm(vm, gsi: Serial16550.com2IRQ, log: config.log))
-        try bus.add(com2, ports: Serial16550.com2Base, count: Serial16550.portCount)
-        try bus.addI8042()
+        let devices = try Self.devices(vm: vm, config: config)
 
         let supported = try system.supportedCPUID().map(KVMLinuxBoot.cpuid)
-        runner = try VCPURunner(vm: vm, memory: memory, vcpuIDs: ids.map(Int.init), bus: bus, halt: .irqchip,
+        runner = try VCPURunner(vm: vm, memory: memory, vcpuIDs: ids.map(Int.init), bus: devices.bus, halt: .irqchip,
                                 exitPolicy: .lenient, log: config.log) { index, vcpu in
             try KVMLinuxBoot.setUpVCPU(vcpu, index: index, topology: topo, supported: supported, mask: mask,
                                        entry: loaded.entry, log: config.log)
@@ -106,7 +104,61 @@ public final class KVMMachine: RunnerBackedMachine, @unchecked Sendable {
         self.commandLine = cmdline.description
         self.cpuidMask = mask
         self.kernelImage = image
-        self.com2 = com2
+        (com1, com2, i8042Data, i8042Command) = (devices.com1, devices.com2, devices.i8042Data, devices.i8042Command)
+    }
+
+    typealias Devices = (bus: DeviceBus, com1: SerialPortDevice, com2: SerialPortDevice, i8042Data: I8042Device, i8042Command: I8042Device)
+
+    /// COM1 (console, IRQ 4), COM2 (agent channel, IRQ 3) and the i8042 on a new port bus.
+    static func devices(vm: KVMVM, config: KVMMachineConfiguration) throws -> Devices {
+        var bus = DeviceBus()
+        let com1 = SerialPortDevice(sink: config.console ?? { _ in }, irq: .kvm(vm, gsi: Serial16550.com1IRQ, log: config.log))
+        try bus.add(com1, ports: Serial16550.com1Base, count: Serial16550.portCount)
+        let com2 = SerialPortDevice(sink: config.channel ?? { _ in }, irq: .kvm(vm, gsi: Serial16550.com2IRQ, log: config.log))
+        try bus.add(com2, ports: Serial16550.com2Base, count: Serial16550.portCount)
+        let data = I8042Device(register: .data), command = I8042Device(register: .command)
+        try bus.add(data, ports: I8042.dataPort, count: 1)
+        try bus.add(command, ports: I8042.commandPort, count: 1)
+        return (bus, com1, com2, data, command)
+    }
+
+    /// A machine restored from a snapshot (KVMMachineSnapshot.swift): RAM copy-on-write from
+    /// the image, CPUID from `config` as at boot, then the saved KVM and device state.
+    init(restoring state: VMSnapshotState, ramPath: String, config: KVMMachineConfiguration, kvm: KVMSystem?) throws {
+        let topo = config.topology
+        let ids = (0..<topo.vcpuCount).map { CPUID.apicID(of: $0, in: topo) }
+        let byIndex = Dictionary(state.vcpus.map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
+        guard byIndex.count == ids.count, Set(byIndex.keys) == Set(0..<ids.count),
+              ids.enumerated().allSatisfy({ byIndex[$0.offset]?.id == Int($0.element) }) else {
+            throw VMSnapshotError.incompatible("the snapshot's vCPUs \(state.vcpus.map(\.id)) are not this topology's \(ids)")
+        }
+        let system = try kvm ?? KVMSystem()
+        try system.requireBasics()
+        let mask = config.cpuidMask.resolve()
+        let memory = try VMSnapshot.mapRAM(state, ramPath: ramPath)
+        let vm = try system.createVM(memory: memory)
+        try KVMLinuxBoot.setUpVM(vm)
+        try VMSnapshot.restoreVMBeforeVCPUs(vm, state.vm)
+        let devices = try Self.devices(vm: vm, config: config)
+        let supported = try system.supportedCPUID().map(KVMLinuxBoot.cpuid)
+        runner = try VCPURunner(vm: vm, memory: memory, vcpuIDs: ids.map(Int.init), bus: devices.bus, halt: .irqchip,
+                                exitPolicy: .lenient, log: config.log) { index, vcpu in
+            // CPUID is not in the snapshot: the same table as at boot, before the saved registers.
+            try vcpu.setCPUID(CPUID.table(for: index, topology: topo, supported: supported, mask: mask).map(KVMLinuxBoot.cpuid))
+            guard let saved = byIndex[index] else { throw VMSnapshotError.incompatible("no state for vCPU \(index)") }
+            try VMSnapshot.restoreVCPU(vcpu, saved)
+        }
+        try VMSnapshot.restoreVMAfterVCPUs(vm, state.vm)
+        if let s = state.devices.com1 { devices.com1.restoreState(s) }
+        if let s = state.devices.com2 { devices.com2.restoreState(s) }
+        if let s = state.devices.i8042Data { devices.i8042Data.restoreState(s) }
+        if let s = state.devices.i8042Command { devices.i8042Command.restoreState(s) }
+        configuration = config
+        guestMemory = memory
+        commandLine = state.parameters["commandLine"] ?? ""
+        cpuidMask = mask
+        kernelImage = try KernelImage(path: config.kernel)
+        (com1, com2, i8042Data, i8042Command) = (devices.com1, devices.com2, devices.i8042Data, devices.i8042Command)
     }
 
     /// Host → guest bytes on COM2 (the agent channel's receive side).

@@ -68,6 +68,8 @@ public struct SavedDevices: Codable, Sendable, Equatable {
     public var i8042Data: I8042.State?
     public var i8042Command: I8042.State?
     public var cmos: CMOSClock.State?
+    /// COM2 (KVMMachine's agent channel); absent in tiny-guest snapshots.
+    public var com2: Serial16550.State? = nil
 }
 
 /// The state file of a snapshot directory (`state.json`): everything but the RAM, which is
