@@ -294,24 +294,22 @@ enum WorkTypes {
 
     /// Spins, moving its own nice through -5...19 every period.
     static func niceSweep(_ cfg: WorkerConfig, _ c: WorkerCounters) -> Never {
-        let period = UInt64(cfg.periodMicros ?? WorkDefaults.nicePeriodMicros) * 1000
-        var k = 0
-        var next = Clock.nanos() + period
-        while true {
-            compute(4096, c)
-            c.progress()
-            if Clock.nanos() >= next {
-                k += 1
-                if !SchedCalls.setNice(0, -5 + k % 25) { c.fail(.nice) }
-                next = Clock.nanos() + period
-            }
+        spinChanging(every: cfg.periodMicros ?? WorkDefaults.nicePeriodMicros, c) { k in
+            if !SchedCalls.setNice(0, -5 + k % 25) { c.fail(.nice) }
         }
     }
 
     /// Spins, cycling SCHED_OTHER → SCHED_BATCH → SCHED_IDLE every period.
     static func policyChurn(_ cfg: WorkerConfig, _ c: WorkerCounters) -> Never {
-        let period = UInt64(cfg.periodMicros ?? WorkDefaults.churnPeriodMicros) * 1000
         let cycle: [ScenarioPolicy] = [.other, .batch, .idle]
+        spinChanging(every: cfg.periodMicros ?? WorkDefaults.churnPeriodMicros, c) { k in
+            if !SchedCalls.setPolicy(0, cycle[k % cycle.count]) { c.fail(.policy) }
+        }
+    }
+
+    /// Spins, calling `change(k)` (k = 1, 2, …) every `periodMicros`: the churn kinds.
+    static func spinChanging(every periodMicros: Int, _ c: WorkerCounters, _ change: (Int) -> Void) -> Never {
+        let period = UInt64(max(1, periodMicros)) * 1000
         var k = 0
         var next = Clock.nanos() + period
         while true {
@@ -319,7 +317,7 @@ enum WorkTypes {
             c.progress()
             if Clock.nanos() >= next {
                 k += 1
-                if !SchedCalls.setPolicy(0, cycle[k % cycle.count]) { c.fail(.policy) }
+                change(k)
                 next = Clock.nanos() + period
             }
         }

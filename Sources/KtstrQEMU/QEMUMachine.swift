@@ -464,14 +464,7 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         let fd = exitStatus == nil ? consoleInputFD : -1
         state.unlock()
         guard fd >= 0 else { return false }
-        var off = 0
-        while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return false }
-            off += n
-        }
-        return true
+        return Self.sendAll(fd, bytes)
     }
 
     /// True once qemu's wrapper has exited (reaps it: `processGroup` alone stays set after a
@@ -487,6 +480,12 @@ public final class QEMUMachine: Machine, @unchecked Sendable {
         state.unlock()
         guard fd >= 0 else { return false }
         defer { close(fd) }
+        return Self.sendAll(fd, bytes)
+    }
+
+    /// Writes all of `bytes` to a socket (no SIGPIPE when the peer is gone); false when it
+    /// could not.
+    private static func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
         var off = 0
         while off < bytes.count {
             let n = bytes[off...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
