@@ -21,6 +21,7 @@ public struct KtstrSettings: Sendable, Equatable {
         Variable(name: "KTSTR_TCG_THREAD", meaning: "single|multi: qemu TCG threading (default single)"),
         Variable(name: "KTSTR_ARTIFACTS_DIR", meaning: "where tests write run artifacts (default .build/ktstr)"),
         Variable(name: "KTSTR_DEBIAN_MIRROR", meaning: "Debian mirror URL for kernel and source downloads"),
+        Variable(name: "KTSTR_KVM_FAULT", meaning: "boot|no-hello: test hook, KVMMachine fails before the agent's hello (exercises the fallback to qemu)"),
     ]
 
     public var logLevel: Log.Level
@@ -34,6 +35,8 @@ public struct KtstrSettings: Sendable, Equatable {
     public var tcgThreads: String?
     public var artifactsDirectory: String?
     public var debianMirror: String?
+    /// `KTSTR_KVM_FAULT`, unparsed (KtstrHost's `KVMFault` names the values).
+    public var kvmFault: String?
 
     /// Empty values count as unset.
     public init(environment env: [String: String]) {
@@ -58,6 +61,7 @@ public struct KtstrSettings: Sendable, Equatable {
         tcgThreads = value("KTSTR_TCG_THREAD")
         artifactsDirectory = value("KTSTR_ARTIFACTS_DIR")
         debianMirror = value("KTSTR_DEBIAN_MIRROR")
+        kvmFault = value("KTSTR_KVM_FAULT")
     }
 
     /// This process's environment, read once.

@@ -38,6 +38,10 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         /// The guest's L3 groups or NUMA nodes differ from the requested topology (detail:
         /// what was asked and what the guest reported).
         case topologyMismatch = "topology_mismatch"
+        /// KVMMachine failed before the agent's hello (boot error, VMM fatal, guest died, no
+        /// hello within the bound) and the run was retried once on qemu; this outcome is the
+        /// retry's (detail: the KVMMachine failure and the backend of the retry).
+        case kvmFallback = "kvm_fallback"
     }
 
     public var kind: Kind
@@ -70,6 +74,7 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         case .hostStallDetected: "the host saw a stall: \(d)"
         case .liveHandle: "live: \(d)"
         case .topologyMismatch: "topology mismatch: \(d)"
+        case .kvmFallback: "KVMMachine failed before the agent's hello, the run fell back to qemu: \(d)"
         }
     }
 

@@ -43,12 +43,16 @@ public enum SchedulerRun {
                       partialOutcomeOnCancel: partialOutcomeOnCancel, live: live)
     }
 
+    /// One try on one backend; `run` (KVMFallback.swift) calls it once more on qemu when
+    /// KVMMachine failed before the agent's hello (`KVMFallback.BeforeHello`).
     /// `agentPath` replaces the provisioned agent (tests: a program that is not the agent, to
-    /// check what a guest that dies early yields).
-    static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
-                    artifactsDirectory: String?, log: Log, agentPath: String?, settings: KtstrSettings = .current,
-                    partialOutcomeOnCancel: Bool = false, onMachine: (@Sendable (any Machine) -> Void)? = nil,
-                    live: LiveOptions = LiveOptions()) async throws -> RunOutcome {
+    /// check what a guest that dies early yields). `fallbackFrom`: the retry's problem, recorded
+    /// before the artifacts are written. `allowFallback` false: report a KVMMachine failure as
+    /// the outcome (the doctor's self-test).
+    static func attempt(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
+                        artifactsDirectory: String?, log: Log, agentPath: String?, settings: KtstrSettings,
+                        partialOutcomeOnCancel: Bool, onMachine: (@Sendable (any Machine) -> Void)?,
+                        live: LiveOptions, fallbackFrom: String? = nil, allowFallback: Bool = true) async throws -> RunOutcome {
         try Task.checkCancellation()
         // Checked before any conversion: nan, inf or a negative timeout must be a usage error,
         // not a trap in Int(_:) or a run blamed on the guest.
@@ -63,6 +67,8 @@ public enum SchedulerRun {
         let decision = try BackendSelection.decide(vm.backend, settings: settings)
         log.info("backend \(decision.backend.rawValue): \(decision.why)")
         if let w = decision.warning { log.warning(w) }
+        let fallback = try KVMFallback.Policy(backend: decision.backend, settings: settings, timeoutSeconds: vm.timeoutSeconds,
+                                              allowed: allowFallback)
 
         let sched = try resolve(scheduler)
         try requireSchedExt(vmlinux: kernel.vmlinux, kernel: kernel.image, schedulerRequested: sched != nil)
@@ -96,16 +102,19 @@ public enum SchedulerRun {
             }
         }
         let console: ByteSink = { collector.consoleBytes($0) }
-        let channel: ByteSink = { collector.channelBytes($0) }
+        let collect: ByteSink = { collector.channelBytes($0) }
+        let channel: ByteSink = fallback.fault == .noHello ? KVMFallback.cutChannel : collect
         let machine: any Machine
         let initrd: UnlinkedFile?
         if decision.backend == .kvm {
             initrd = nil
             let boot = KVMMachine.bootImage(image: kernel.image, vmlinux: kernel.vmlinux)
             if let note = boot.note { log.info(note) }
-            machine = try KVMMachine(KVMMachineConfiguration(
-                kernel: boot.path, initrd: image.bytes, commandLineExtra: extraCmdline(settings), topology: vm.topology,
-                memoryMiB: vm.memoryMiB, console: console, channel: channel, log: log))
+            machine = try fallback.guardBoot {
+                try KVMMachine(KVMMachineConfiguration(
+                    kernel: boot.path, initrd: image.bytes, commandLineExtra: extraCmdline(settings), topology: vm.topology,
+                    memoryMiB: vm.memoryMiB, console: console, channel: channel, log: log))
+            }
         } else {
             let file = try UnlinkedFile(contents: image.bytes)
             initrd = file
@@ -127,10 +136,12 @@ public enum SchedulerRun {
                           writes: writes, watchdog: watchdog, log: log)
         }
         let exit: MachineExit
+        let helloWatch = fallback.watchHello(collector: collector, machine: machine, log: log)
+        defer { helloWatch?.cancel() }
         do {
             exit = try await withTaskCancellationHandler {
                 try await Blocking.run {
-                    try machine.start()
+                    try fallback.guardBoot { try machine.start() }
                     return machine.wait(timeout: .milliseconds(Int(vm.timeoutSeconds * 1000)))
                 }
             } onCancel: {
@@ -141,7 +152,7 @@ public enum SchedulerRun {
             // (or, when asked, the outcome so far: the guest may have said hello already).
             machine.kill()
             if !(Task.isCancelled && partialOutcomeOnCancel) { try Task.checkCancellation() }
-            guard Task.isCancelled else { throw error }
+            guard Task.isCancelled else { liveTask?.cancel(); throw error }
             exit = .killed
         }
         // The initrd fd must stay open until qemu has read it: keep the owner alive to here.
@@ -152,6 +163,9 @@ public enum SchedulerRun {
         let liveProblems = await liveTask?.value ?? []
         let watchdogReport = watchdog.finish()
         let dump = monitorQueue.sync { monitor.finish() }
+        // Everything of this try has stopped: a KVMMachine that never reached the agent makes
+        // way for the retry on qemu instead of becoming the outcome.
+        try fallback.checkHello(collector: collector, machine: machine, exit: exit, watch: helloWatch)
         var outcome = assemble(collector: collector, backend: decision.backend, started: started, wall: wall,
                                exit: exit, dump: dump, memoryExit: monitor.schedulerExit, expectScheduler: sched != nil)
         outcome.requestedWorkers = min(workload.count, 256) * (workload.kind == .pingPong ? 2 : 1)
@@ -171,6 +185,7 @@ public enum SchedulerRun {
         outcome.exitSeenMillis = monitor.exitSeenAt.map { millis($0 - started) }
         if Task.isCancelled { outcome.problems.append(RunProblem(.cancelled)) }
         if decision.backend == .kvm { outcome.unhandledAccesses = machine.unhandledAccesses }
+        if let from = fallbackFrom { outcome.problems.append(KVMFallback.problem(from, retriedOn: decision)) }
         if let dir = artifactsDirectory { RunArtifacts.write(outcome, to: dir, log: log) }
         if !partialOutcomeOnCancel { try Task.checkCancellation() }
         return outcome
