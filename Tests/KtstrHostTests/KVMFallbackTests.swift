@@ -125,3 +125,27 @@ struct KVMFallbackRunTests {
         #expect(ContinuousClock.now - started < .seconds(150))
     }
 }
+
+/// `ktstr doctor`'s agent boot: KVMMachine's own result, never a fallback. With vmx/svm it must
+/// reach the agent; without (nested PVM) the bound must stop it and say the guest never spoke.
+@Suite(.enabled(if: KVMSystem.unavailableReason() == nil, Comment(rawValue: KVMSystem.unavailableReason() ?? "")),
+       .enabled(if: FallbackEnv.missing == nil, Comment(rawValue: FallbackEnv.missing ?? "")))
+struct KVMSelfTestTests {
+    @Test(.timeLimit(.minutes(2)))
+    func agentBootReportsKVMMachineItself() async throws {
+        let hw = CPUID.hostHasHardwareVirtualization()
+        let started = ContinuousClock.now
+        let r = await KVMSelfTest.bootToAgent(bound: hw ? KVMSelfTest.agentBootBound : .seconds(4))
+        if hw {
+            #expect(r.ok, "\(r.failure ?? "")")
+            #expect(r.bootMillis != nil)
+        } else {
+            #expect(!r.ok)
+            #expect(r.bootMillis == nil)
+            let why = try #require(r.failure)
+            #expect(why.contains("never said hello"), "\(why)")
+            #expect(!why.contains("fell back"), "\(why)")
+            #expect(ContinuousClock.now - started < .seconds(60))
+        }
+    }
+}

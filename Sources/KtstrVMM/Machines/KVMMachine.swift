@@ -96,8 +96,11 @@ public final class KVMMachine: RunnerBackedMachine, @unchecked Sendable {
         try bus.addI8042()
 
         let supported = try system.supportedCPUID().map(KVMLinuxBoot.cpuid)
+        // The PVM-safe policy (the CPUID mask for emulated kernel code) also completes what
+        // KVM's emulator cannot run; with vmx/svm the CPU runs it and nothing is assisted.
+        let assist = mask == .emulatedKernelCode ? EmulationAssist() : nil
         runner = try VCPURunner(vm: vm, memory: memory, vcpuIDs: ids.map(Int.init), bus: bus, halt: .irqchip,
-                                exitPolicy: .lenient, log: config.log) { index, vcpu in
+                                exitPolicy: .lenient, assist: assist, log: config.log) { index, vcpu in
             try KVMLinuxBoot.setUpVCPU(vcpu, index: index, topology: topo, supported: supported, mask: mask,
                                        entry: loaded.entry, log: config.log)
         }
