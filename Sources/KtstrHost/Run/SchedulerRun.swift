@@ -73,7 +73,7 @@ public enum SchedulerRun {
         let sched = try resolve(scheduler)
         try requireSchedExt(vmlinux: kernel.vmlinux, kernel: kernel.image, schedulerRequested: sched != nil)
         let durationMillis = Int(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
-        let attach = decision.backend == .qemuTCG ? 30_000 : 10_000
+        let attach = BackendSelection.attachTimeoutMillis(decision.backend)
         let plan = RunPlan(
             scheduler: sched.map { RunPlan.Scheduler(path: InitramfsAssembler.schedulerGuestPath, args: $0.args, name: $0.name) },
             workload: RunPlan.Workload(kind: workload.kind, count: workload.count,

@@ -29,11 +29,11 @@ public final class VCPURunner: @unchecked Sendable {
     /// calling thread: set CPUID, MSRs, LAPIC, sregs, regs, FPU there.
     public convenience init(vm: KVMVM, memory: GuestMemory, vcpuCount: Int, bus: DeviceBus,
                             halt: HaltPolicy, exitPolicy: ExitPolicy = .lenient,
-                            watchpoints: WatchpointMonitor? = nil, log: Log = .default,
+                            watchpoints: WatchpointMonitor? = nil, assist: EmulationAssist? = nil, log: Log = .default,
                             setup: (KVMVCPU) throws -> Void) throws {
         guard vcpuCount >= 1 else { throw KVMError.invalidConfiguration("a VM needs at least one vCPU") }
         try self.init(vm: vm, memory: memory, vcpuIDs: Array(0..<vcpuCount), bus: bus, halt: halt,
-                      exitPolicy: exitPolicy, watchpoints: watchpoints, log: log) { _, vcpu in try setup(vcpu) }
+                      exitPolicy: exitPolicy, watchpoints: watchpoints, assist: assist, log: log) { _, vcpu in try setup(vcpu) }
     }
 
     /// Creates one vCPU per entry of `vcpuIDs` (the KVM vCPU id, i.e. the initial APIC id on

@@ -173,24 +173,34 @@ public struct CPUIDMask: Sendable, Equatable {
         func clear(_ leaf: UInt32, _ sub: UInt32, _ reg: Int, _ bits: [Int]) {
             c.append(Clear(leaf: leaf, subleaf: sub, register: reg, bits: bits.reduce(0) { $0 | 1 << UInt32($1) }))
         }
-        // Leaf 1 ECX: FMA 12, CX16 13, PCID 17, XSAVE 26, OSXSAVE 27, AVX 28, F16C 29, RDRAND 30.
-        clear(1, 0, 2, [12, 13, 17, 26, 27, 28, 29, 30])
+        // Leaf 1 ECX: PCLMULQDQ 1, SSSE3 9, FMA 12, CX16 13, PCID 17, SSE4.1 19, SSE4.2 20,
+        // MOVBE 22, POPCNT 23, AES 25, XSAVE 26, OSXSAVE 27, AVX 28, F16C 29, RDRAND 30.
+        clear(1, 0, 2, [1, 9, 12, 13, 17, 19, 20, 22, 23, 25, 26, 27, 28, 29, 30])
         // Leaf 7.0 EBX: FSGSBASE 0, BMI1 3, HLE 4, AVX2 5, SMEP 7, BMI2 8, INVPCID 10, RTM 11,
         // MPX 14, AVX512F 16, AVX512DQ 17, RDSEED 18, ADX 19, SMAP 20, AVX512IFMA 21,
-        // AVX512PF 26, AVX512ER 27, AVX512CD 28, SHA 29, AVX512BW 30, AVX512VL 31.
-        clear(7, 0, 1, [0, 3, 4, 5, 7, 8, 10, 11, 14, 16, 17, 18, 19, 20, 21, 26, 27, 28, 29, 30, 31])
+        // CLFLUSHOPT 23, CLWB 24, AVX512PF 26, AVX512ER 27, AVX512CD 28, SHA 29, AVX512BW 30,
+        // AVX512VL 31.
+        clear(7, 0, 1, [0, 3, 4, 5, 7, 8, 10, 11, 14, 16, 17, 18, 19, 20, 21, 23, 24, 26, 27, 28, 29, 30, 31])
         // Leaf 7.0 ECX: AVX512VBMI 1, PKU 3, OSPKE 4, WAITPKG 5, AVX512_VBMI2 6, GFNI 8, VAES 9,
         // VPCLMULQDQ 10, AVX512_VNNI 11, AVX512_BITALG 12, AVX512_VPOPCNTDQ 14, LA57 16.
         clear(7, 0, 2, [1, 3, 4, 5, 6, 8, 9, 10, 11, 12, 14, 16])
-        // Leaf 7.0 EDX: AVX512_4VNNIW 2, AVX512_4FMAPS 3, AVX512_VP2INTERSECT 8, AMX_BF16 22,
-        // AVX512_FP16 23, AMX_TILE 24, AMX_INT8 25.
-        clear(7, 0, 3, [2, 3, 8, 22, 23, 24, 25])
+        // Leaf 7.0 EDX: AVX512_4VNNIW 2, AVX512_4FMAPS 3, AVX512_VP2INTERSECT 8, SERIALIZE 14,
+        // AMX_BF16 22, AVX512_FP16 23, AMX_TILE 24, AMX_INT8 25.
+        clear(7, 0, 3, [2, 3, 8, 14, 22, 23, 24, 25])
         // Leaf 7.1 EAX: AVX_VNNI 4, AVX512_BF16 5, AVX_IFMA 23.
         clear(7, 1, 0, [4, 5, 23])
         // Leaf 0x80000001 ECX: ABM/LZCNT 5, XOP 11, FMA4 16, TBM 21.
         clear(0x8000_0001, 0, 2, [5, 11, 16, 21])
+        // On the command line too (PVM shows the guest the host's feature bits): every SIMD
+        // extension past SSE2 (the emulator has no SSSE3/SSE4/AES/CLMUL/SHA arithmetic; the
+        // kernel's crypto self-tests and lib/crypto pick them by feature), POPCNT
+        // (`__bitmap_weight` via alternatives), MOVBE, SERIALIZE (sync_core), CLFLUSHOPT/CLWB.
+        // init_on_alloc=0: zeroing every allocation costs minutes of emulated boot.
         return CPUIDMask(name: "emulatedKernelCode", clears: c, zeroedLeaves: [0xd], kernelParameters: [
-            "noxsave", "clearcpuid=cx16,bmi1,bmi2,avx,avx2,avx512f,rdrand,rdseed,pcid,invpcid,fsgsbase,smep,smap,pku",
+            "noxsave",
+            "clearcpuid=cx16,bmi1,bmi2,abm,avx,avx2,avx512f,fma,f16c,rdrand,rdseed,pcid,invpcid,fsgsbase,smep,smap,pku,"
+                + "popcnt,ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,movbe,gfni,vaes,vpclmulqdq,serialize,clflushopt,clwb",
+            "init_on_alloc=0",
         ])
     }()
 
