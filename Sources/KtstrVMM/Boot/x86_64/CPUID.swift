@@ -191,18 +191,36 @@ public struct CPUIDMask: Sendable, Equatable {
         clear(7, 1, 0, [4, 5, 23])
         // Leaf 0x80000001 ECX: ABM/LZCNT 5, XOP 11, FMA4 16, TBM 21.
         clear(0x8000_0001, 0, 2, [5, 11, 16, 21])
-        // On the command line too (PVM shows the guest the host's feature bits): every SIMD
-        // extension past SSE2 (the emulator has no SSSE3/SSE4/AES/CLMUL/SHA arithmetic; the
-        // kernel's crypto self-tests and lib/crypto pick them by feature), POPCNT
-        // (`__bitmap_weight` via alternatives), MOVBE, SERIALIZE (sync_core), CLFLUSHOPT/CLWB.
-        // init_on_alloc=0: zeroing every allocation costs minutes of emulated boot.
-        return CPUIDMask(name: "emulatedKernelCode", clears: c, zeroedLeaves: [0xd], kernelParameters: [
-            "noxsave",
-            "clearcpuid=cx16,bmi1,bmi2,abm,avx,avx2,avx512f,fma,f16c,rdrand,rdseed,pcid,invpcid,fsgsbase,smep,smap,pku,"
-                + "popcnt,ssse3,sse4_1,sse4_2,pclmulqdq,aes,sha_ni,movbe,gfni,vaes,vpclmulqdq,serialize,clflushopt,clwb",
-            "init_on_alloc=0",
-        ])
+        return CPUIDMask(name: "emulatedKernelCode", clears: c, zeroedLeaves: [0xd],
+                         kernelParameters: ["noxsave", clearCPUIDParameter(pvmHiddenFeatures), "init_on_alloc=0"])
     }()
+
+    /// The same features for the kernel's `clearcpuid=` (PVM shows the guest the host's feature
+    /// bits whatever KVM_SET_CPUID2 says): `noxsave` already drops AVX and everything built on
+    /// it; these are the rest — every SIMD extension past SSE2 (the emulator has no SSSE3/SSE4/
+    /// AES/CLMUL/SHA arithmetic, and with them the kernel's crypto and CRC code calls
+    /// `kernel_fpu_begin`, whose LDMXCSR the emulator cannot run either), POPCNT
+    /// (`__bitmap_weight` through alternatives), MOVBE, SERIALIZE (sync_core), CLFLUSHOPT/CLWB,
+    /// and the bit-manipulation, RNG and paging features above. Numbers, not names: the kernel
+    /// copies the option into a 128-byte buffer and drops what does not fit (names did not).
+    /// Number = feature word × 32 + bit (word 4: CPUID 1 ECX, 6: 0x80000001 ECX, 9: 7.0 EBX,
+    /// 16: 7.0 ECX, 18: 7.0 EDX).
+    public static let pvmHiddenFeatures: [(name: String, number: Int)] = [
+        ("pclmulqdq", 4 * 32 + 1), ("ssse3", 4 * 32 + 9), ("fma", 4 * 32 + 12), ("cx16", 4 * 32 + 13),
+        ("pcid", 4 * 32 + 17), ("sse4_1", 4 * 32 + 19), ("sse4_2", 4 * 32 + 20), ("movbe", 4 * 32 + 22),
+        ("popcnt", 4 * 32 + 23), ("aes", 4 * 32 + 25), ("avx", 4 * 32 + 28), ("f16c", 4 * 32 + 29),
+        ("rdrand", 4 * 32 + 30), ("abm", 6 * 32 + 5), ("fsgsbase", 9 * 32 + 0), ("bmi1", 9 * 32 + 3),
+        ("smep", 9 * 32 + 7), ("bmi2", 9 * 32 + 8), ("invpcid", 9 * 32 + 10), ("rdseed", 9 * 32 + 18),
+        ("adx", 9 * 32 + 19), ("smap", 9 * 32 + 20), ("clflushopt", 9 * 32 + 23), ("clwb", 9 * 32 + 24),
+        ("sha_ni", 9 * 32 + 29), ("pku", 16 * 32 + 3), ("gfni", 16 * 32 + 8), ("serialize", 18 * 32 + 14),
+    ]
+
+    /// The kernel reads at most 127 characters of `clearcpuid=`'s value.
+    public static let clearCPUIDValueLimit = 127
+
+    static func clearCPUIDParameter(_ features: [(name: String, number: Int)]) -> String {
+        "clearcpuid=" + features.map { String($0.number) }.joined(separator: ",")
+    }
 
     public func apply(to table: [CPUIDEntry]) -> [CPUIDEntry] {
         table.map { e in
