@@ -112,6 +112,12 @@ public final class KVMMachine: RunnerBackedMachine, @unchecked Sendable {
         self.com2 = com2
     }
 
+    /// Starts the vCPUs (and, under `KTSTR_LOG=debug` with the PVM-safe policy, the RIP sampler).
+    public func start() throws {
+        try runner.start()
+        startRIPSampler()
+    }
+
     /// Host → guest bytes on COM2 (the agent channel's receive side).
     public func sendToChannel(_ bytes: [UInt8]) { com2.send(bytes) }
 }
