@@ -22,6 +22,7 @@ public struct KtstrSettings: Sendable, Equatable {
         Variable(name: "KTSTR_ARTIFACTS_DIR", meaning: "where tests write run artifacts (default .build/ktstr)"),
         Variable(name: "KTSTR_SNAPSHOT", meaning: "off: boot every QEMU run cold instead of restoring a cached boot snapshot"),
         Variable(name: "KTSTR_DEBIAN_MIRROR", meaning: "Debian mirror URL for kernel and source downloads"),
+        Variable(name: "KTSTR_KVM_FAULT", meaning: "boot|no-hello: test hook, KVMMachine fails before the agent's hello (exercises the fallback to qemu)"),
     ]
 
     public var logLevel: Log.Level
@@ -37,6 +38,8 @@ public struct KtstrSettings: Sendable, Equatable {
     public var debianMirror: String?
     /// `KTSTR_SNAPSHOT=off`: QEMU runs boot cold (docs/DESIGN-NOTES.md "Boot snapshots").
     public var snapshotEnabled: Bool
+    /// `KTSTR_KVM_FAULT`, unparsed (KtstrHost's `KVMFault` names the values).
+    public var kvmFault: String?
 
     /// Empty values count as unset.
     public init(environment env: [String: String]) {
@@ -62,6 +65,7 @@ public struct KtstrSettings: Sendable, Equatable {
         artifactsDirectory = value("KTSTR_ARTIFACTS_DIR")
         debianMirror = value("KTSTR_DEBIAN_MIRROR")
         snapshotEnabled = value("KTSTR_SNAPSHOT")?.lowercased() != "off"
+        kvmFault = value("KTSTR_KVM_FAULT")
     }
 
     /// This process's environment, read once.

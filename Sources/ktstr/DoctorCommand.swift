@@ -18,6 +18,13 @@ struct DoctorCommand: CLICommand {
     (and whether it has sched_ext), clang with the BPF target, the built schedulers and the
     guest agent, and lists the KTSTR_* variables that are set. Exit status 0 when a scheduler
     test can run here.
+
+    KVMMachine self-test (our own VMM): kvm:tiny boots a tiny guest that prints on COM1;
+    kvm:agent (vmx/svm hosts only) boots the cached kernel to the agent's hello within 30 s.
+    A failed kvm:agent means scheduler runs fall back to qemu (a kvm_fallback problem).
+
+    OPTIONS:
+      --json    the report as JSON (checks, backend, environment, kvmSelfTest)
     """
 
     struct Check: Codable {
@@ -33,12 +40,18 @@ struct DoctorCommand: CLICommand {
         var ready: Bool
         /// The `KTSTR_*` variables that are set (`NAME=value`).
         var environment: [String] = KtstrSettings.setVariables()
+        /// What the KVMMachine self-test found (also among `checks` as kvm:tiny / kvm:agent).
+        var kvmSelfTest: DoctorKVMSelfTest?
     }
 
     func run(_ args: inout Arguments) async throws -> Int32 {
         let json = args.flag("json")
         try args.finish()
-        let report = Self.diagnose()
+        var report = Self.diagnose()
+        let selfTest = await DoctorKVMSelfTest.run(host: .probe(), kernelCached: report.checks.contains { $0.name == "kernel" && $0.ok },
+                                                   agentCached: report.checks.contains { $0.name == "agent" && $0.ok })
+        report.kvmSelfTest = selfTest
+        report.checks += selfTest.checks
         if json {
             let e = JSONEncoder()
             e.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -45,6 +45,10 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         /// not be built or restored (detail: why). Kept in `RunOutcome.snapshot.problem`, not
         /// in `problems`: the run itself is whole, so it never fails a test by itself.
         case snapshotFallback = "snapshot_fallback"
+        /// KVMMachine failed before the agent's hello (boot error, VMM fatal, guest died, no
+        /// hello within the bound) and the run was retried once on qemu; this outcome is the
+        /// retry's (detail: the KVMMachine failure and the backend of the retry).
+        case kvmFallback = "kvm_fallback"
     }
 
     public var kind: Kind
@@ -79,6 +83,7 @@ public struct RunProblem: Codable, Sendable, Equatable, CustomStringConvertible 
         case .topologyMismatch: "topology mismatch: \(d)"
         case .scenarioNotReported: "the agent sent no scenario report" + (d.isEmpty ? "" : ": \(d)")
         case .snapshotFallback: "booted cold instead of restoring the boot snapshot: \(d)"
+        case .kvmFallback: "KVMMachine failed before the agent's hello, the run fell back to qemu: \(d)"
         }
     }
 

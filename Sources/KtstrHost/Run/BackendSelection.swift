@@ -50,6 +50,17 @@ public enum BackendSelection {
         }
     }
 
+    /// How long the agent waits for the scheduler to attach: the BPF verifier and JIT run in
+    /// the guest kernel, so this follows how fast kernel code runs on the backend. KVMMachine
+    /// without vmx/svm (nested PVM) emulates kernel code: minutes.
+    static func attachTimeoutMillis(_ backend: BackendKind, host: Host = .probe()) -> Int {
+        switch backend {
+        case .qemuTCG: 30_000
+        case .qemuKVM: 10_000
+        case .kvm: host.hasHardwareVirtualization ? 10_000 : 1_200_000
+        }
+    }
+
     public static func decide(_ choice: BackendChoice, settings: KtstrSettings = .current,
                               host: Host = .probe()) throws -> Decision {
         var effective = choice

@@ -11,6 +11,9 @@ final class RunCollector: @unchecked Sendable {
     private let lock = NSLock()
     private var console: [UInt8] = []
     private var splitter = LineSplitter(maxLine: AgentMessage.maxLineBytes)
+    /// Console lines for `KTSTR_LOG=debug` (a slow boot, e.g. KVMMachine on nested PVM, can be
+    /// followed as it happens).
+    private var consoleLines = LineSplitter(maxLine: 1024)
     private(set) var messages: [AgentMessage] = []
     private(set) var helloAt: ContinuousClock.Instant?
     private(set) var schedEnabledAt: ContinuousClock.Instant?
@@ -34,6 +37,9 @@ final class RunCollector: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         console += b
         if console.count > 2 * consoleLimit { console.removeFirst(console.count - consoleLimit) }
+        if log.level == .debug {
+            for line in consoleLines.feed(b) { log.debug("console: \(line)") }
+        }
     }
 
     func channelBytes(_ b: ArraySlice<UInt8>) {

@@ -45,12 +45,17 @@ public enum SchedulerRun {
                       partialOutcomeOnCancel: partialOutcomeOnCancel, live: live, scenario: scenario)
     }
 
+    /// One try on one backend; `run` (KVMFallback.swift) calls it once more on qemu when
+    /// KVMMachine failed before the agent's hello (`KVMFallback.BeforeHello`).
     /// `agentPath` replaces the provisioned agent (tests: a program that is not the agent, to
-    /// check what a guest that dies early yields).
-    static func run(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
-                    artifactsDirectory: String?, log: Log, agentPath: String?, settings: KtstrSettings = .current,
-                    partialOutcomeOnCancel: Bool = false, onMachine: (@Sendable (any Machine) -> Void)? = nil,
-                    live: LiveOptions = LiveOptions(), scenario: Scenario? = nil) async throws -> RunOutcome {
+    /// check what a guest that dies early yields). `fallbackFrom`: the retry's problem, recorded
+    /// before the artifacts are written. `allowFallback` false: report a KVMMachine failure as
+    /// the outcome (the doctor's self-test).
+    static func attempt(vm: VMConfig, scheduler: SchedulerSpec, workload: WorkloadSpec, duration: Duration,
+                        artifactsDirectory: String?, log: Log, agentPath: String?, settings: KtstrSettings,
+                        partialOutcomeOnCancel: Bool, onMachine: (@Sendable (any Machine) -> Void)?,
+                        live: LiveOptions, scenario: Scenario?, fallbackFrom: String? = nil,
+                        allowFallback: Bool = true) async throws -> RunOutcome {
         try Task.checkCancellation()
         // Checked before any conversion: nan, inf or a negative timeout must be a usage error,
         // not a trap in Int(_:) or a run blamed on the guest.
@@ -65,11 +70,13 @@ public enum SchedulerRun {
         let decision = try BackendSelection.decide(vm.backend, settings: settings)
         log.info("backend \(decision.backend.rawValue): \(decision.why)")
         if let w = decision.warning { log.warning(w) }
+        let fallback = try KVMFallback.Policy(backend: decision.backend, settings: settings, timeoutSeconds: vm.timeoutSeconds,
+                                              allowed: allowFallback)
 
         let sched = try resolve(scheduler)
         try requireSchedExt(vmlinux: kernel.vmlinux, kernel: kernel.image, schedulerRequested: sched != nil)
         let durationMillis = scenario?.durationMillis ?? millis(duration)
-        let attach = decision.backend == .qemuTCG ? 30_000 : 10_000
+        let attach = BackendSelection.attachTimeoutMillis(decision.backend)
         let plan = RunPlan(
             scheduler: sched.map { RunPlan.Scheduler(path: InitramfsAssembler.schedulerGuestPath, args: $0.args, name: $0.name) },
             workload: RunPlan.Workload(kind: workload.kind, count: workload.count,
@@ -110,7 +117,8 @@ public enum SchedulerRun {
             }
         }
         let console: ByteSink = { collector.consoleBytes($0) }
-        let channel: ByteSink = { collector.channelBytes($0) }
+        let collect: ByteSink = { collector.channelBytes($0) }
+        let channel: ByteSink = fallback.fault == .noHello ? KVMFallback.cutChannel : collect
         let qemuConfig = QEMUMachine.Configuration(
             qemuPath: qemuPath, kernelPath: kernel.image, initrdFD: nil, kernelCmdline: coldCmdline,
             topology: vm.topology, memoryMiB: vm.memoryMiB, accelerator: decision.backend == .qemuKVM ? .kvm : .tcg,
@@ -123,9 +131,11 @@ public enum SchedulerRun {
             if decision.backend == .kvm {
                 let boot = KVMMachine.bootImage(image: kernel.image, vmlinux: kernel.vmlinux)
                 if let note = boot.note { log.info(note) }
-                return try KVMMachine(KVMMachineConfiguration(
-                    kernel: boot.path, initrd: image.bytes, commandLineExtra: extraCmdline(settings), topology: vm.topology,
-                    memoryMiB: vm.memoryMiB, console: console, channel: channel, log: log))
+                return try fallback.guardBoot {
+                    try KVMMachine(KVMMachineConfiguration(
+                        kernel: boot.path, initrd: image.bytes, commandLineExtra: extraCmdline(settings), topology: vm.topology,
+                        memoryMiB: vm.memoryMiB, console: console, channel: channel, log: log))
+                }
             }
             let file = try UnlinkedFile(contents: image.bytes)
             initrdBox.file = file
@@ -144,6 +154,8 @@ public enum SchedulerRun {
         }
         let exit: MachineExit
         let timeout = Duration.milliseconds(Int(vm.timeoutSeconds * 1000))
+        let helloWatch = fallback.watchHello(collector: collector, kill: { machineBox.kill() }, log: log)
+        defer { helloWatch?.cancel() }
         do {
             exit = try await withTaskCancellationHandler {
                 try await Blocking.run {
@@ -168,7 +180,7 @@ public enum SchedulerRun {
                     let machine = try coldMachine()
                     machineBox.machine = machine
                     onMachine?(machine)
-                    try machine.start()
+                    try fallback.guardBoot { try machine.start() }
                     // A kill that came before qemu existed did not reach it.
                     if machineBox.cancelled { machine.kill() }
                     return machine.wait(timeout: timeout)
@@ -192,6 +204,9 @@ public enum SchedulerRun {
         let liveProblems = await liveTask?.value ?? []
         let watchdogReport = watchdog.finish()
         let dump = monitorQueue.sync { monitor.finish() }
+        // Everything of this try has stopped: a KVMMachine that never reached the agent makes
+        // way for the retry on qemu instead of becoming the outcome.
+        try fallback.checkHello(collector: collector, machine: machineBox.machine, exit: exit, watch: helloWatch)
         var outcome = assemble(collector: collector, backend: decision.backend, started: started, wall: wall,
                                exit: exit, dump: dump, memoryExit: monitor.schedulerExit, expectScheduler: sched != nil)
         if let scenario {
@@ -216,6 +231,7 @@ public enum SchedulerRun {
         if Task.isCancelled { outcome.problems.append(RunProblem(.cancelled)) }
         if decision.backend == .kvm, let machine = machineBox.machine { outcome.unhandledAccesses = machine.unhandledAccesses }
         outcome.snapshot = snapshotUse.value
+        if let from = fallbackFrom { outcome.problems.append(KVMFallback.problem(from, retriedOn: decision)) }
         if let dir = artifactsDirectory { RunArtifacts.write(outcome, to: dir, log: log) }
         if !partialOutcomeOnCancel { try Task.checkCancellation() }
         return outcome

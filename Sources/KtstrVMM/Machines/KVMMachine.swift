@@ -94,8 +94,11 @@ public final class KVMMachine: RunnerBackedMachine, @unchecked Sendable {
         let devices = try Self.devices(vm: vm, config: config)
 
         let supported = try system.supportedCPUID().map(KVMLinuxBoot.cpuid)
+        // The PVM-safe policy (the CPUID mask for emulated kernel code) also completes what
+        // KVM's emulator cannot run; with vmx/svm the CPU runs it and nothing is assisted.
+        let assist = mask == .emulatedKernelCode ? EmulationAssist() : nil
         runner = try VCPURunner(vm: vm, memory: memory, vcpuIDs: ids.map(Int.init), bus: devices.bus, halt: .irqchip,
-                                exitPolicy: .lenient, log: config.log) { index, vcpu in
+                                exitPolicy: .lenient, assist: assist, log: config.log) { index, vcpu in
             try KVMLinuxBoot.setUpVCPU(vcpu, index: index, topology: topo, supported: supported, mask: mask,
                                        entry: loaded.entry, log: config.log)
         }
@@ -159,6 +162,12 @@ public final class KVMMachine: RunnerBackedMachine, @unchecked Sendable {
         cpuidMask = mask
         kernelImage = try KernelImage(path: config.kernel)
         (com1, com2, i8042Data, i8042Command) = (devices.com1, devices.com2, devices.i8042Data, devices.i8042Command)
+    }
+
+    /// Starts the vCPUs (and, under `KTSTR_LOG=debug` with the PVM-safe policy, the RIP sampler).
+    public func start() throws {
+        try runner.start()
+        startRIPSampler()
     }
 
     /// Host → guest bytes on COM2 (the agent channel's receive side).

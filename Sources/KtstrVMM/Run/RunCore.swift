@@ -11,6 +11,8 @@ final class RunCore: @unchecked Sendable {
     let slots: [VCPUSlot]
     let dispatch: ExitDispatch
     let halt: HaltPolicy
+    /// Completes instructions KVM's emulator cannot (PVM-safe policy only), else nil.
+    let assist: EmulationAssist?
     let log: Log
 
     let killRequested = Atomic<Bool>(false)
@@ -31,13 +33,15 @@ final class RunCore: @unchecked Sendable {
     /// The vCPU threads write here when they park or end; the freezing thread polls it.
     let wake: EventFD
 
-    init(vm: KVMVM, memory: GuestMemory, slots: [VCPUSlot], dispatch: ExitDispatch, halt: HaltPolicy, log: Log) throws {
+    init(vm: KVMVM, memory: GuestMemory, slots: [VCPUSlot], dispatch: ExitDispatch, halt: HaltPolicy,
+         assist: EmulationAssist? = nil, log: Log) throws {
         self.wake = try EventFD(nonBlocking: true)
         self.vm = vm
         self.memory = memory
         self.slots = slots
         self.dispatch = dispatch
         self.halt = halt
+        self.assist = assist
         self.log = log
         threads.withLock { $0 = Array(repeating: nil, count: slots.count) }
     }

@@ -45,11 +45,12 @@ public final class TinyGuestMachine: RunnerBackedMachine, @unchecked Sendable {
 
     /// `devices`: add more devices to the bus (tests). `irqchip`: create the in-kernel PIC/IOAPIC/LAPIC and PIT (as a Linux guest gets) and
     /// wire COM1's interrupt to GSI 4. HLT then stays in the kernel; APs wait for INIT/SIPI.
-    /// `memoryBytes`: RAM at 0 (default 2 MiB; a multiple of 4 KiB).
+    /// `memoryBytes`: RAM at 0 (default 2 MiB; a multiple of 4 KiB). `assist`: complete what
+    /// KVM's emulator cannot run (as KVMMachine does under the PVM-safe policy).
     public convenience init(payload: [UInt8], mode: TinyGuestMode, vcpus: Int = 1,
                             exitPolicy: ExitPolicy = ExitPolicy(unmappedPorts: .ignore, unmappedMMIO: .fatal),
                             irqchip: Bool = false, memoryBytes: UInt64 = TinyGuestMachine.memoryBytes,
-                            kvm: KVMSystem? = nil, log: Log = .default,
+                            kvm: KVMSystem? = nil, assist: EmulationAssist? = nil, log: Log = .default,
                             devices: (inout DeviceBus) throws -> Void = { _ in }) throws {
         let system = try kvm ?? KVMSystem()
         try system.requireBasics()
@@ -64,7 +65,7 @@ public final class TinyGuestMachine: RunnerBackedMachine, @unchecked Sendable {
         if mode == .long { try X86InitialState.writeLongModeTables(into: memory) }
         let vm = try system.createVM(memory: memory)
         try self.init(vm: vm, memory: memory, mode: mode, vcpus: vcpus, exitPolicy: exitPolicy, irqchip: irqchip,
-                      log: log, devices: devices, beforeVCPUs: { _ in }) { vcpu in
+                      assist: assist, log: log, devices: devices, beforeVCPUs: { _ in }) { vcpu in
             let rdi = Self.dataAddress + 64 * UInt64(vcpu.id)
             switch mode {
             case .real: try X86InitialState.realMode(vcpu, rip: Self.loadAddress) { $0.rdi = rdi }
@@ -74,7 +75,7 @@ public final class TinyGuestMachine: RunnerBackedMachine, @unchecked Sendable {
     }
 
     private init(vm: KVMVM, memory: GuestMemory, mode: TinyGuestMode, vcpus: Int, exitPolicy: ExitPolicy,
-                 irqchip: Bool, log: Log, devices: (inout DeviceBus) throws -> Void,
+                 irqchip: Bool, assist: EmulationAssist? = nil, log: Log, devices: (inout DeviceBus) throws -> Void,
                  beforeVCPUs: (KVMVM) throws -> Void, setup: (KVMVCPU) throws -> Void) throws {
         var irq: IRQLine?
         if irqchip {
@@ -98,7 +99,7 @@ public final class TinyGuestMachine: RunnerBackedMachine, @unchecked Sendable {
         self.irqchip = irqchip
         self.guestMemory = memory
         self.runner = try VCPURunner(vm: vm, memory: memory, vcpuCount: vcpus, bus: bus,
-                                     halt: irqchip ? .irqchip : .tinyGuest, exitPolicy: exitPolicy, log: log,
+                                     halt: irqchip ? .irqchip : .tinyGuest, exitPolicy: exitPolicy, assist: assist, log: log,
                                      setup: setup)
     }
 

@@ -50,6 +50,10 @@ extension RunCore {
                 return
             }
             pendingCompletion = false
+            if case let .internalError(suberror, data) = exit, let assist,
+               assist.complete(suberror: suberror, data: data, vcpu: vcpu, log: log) != nil {
+                continue
+            }
             let action = dispatch.handle(exit, page: vcpu.runPage, cpu: slot.index)
             switch exit {
             case .io, .mmio: pendingCompletion = true

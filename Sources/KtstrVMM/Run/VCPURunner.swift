@@ -29,11 +29,11 @@ public final class VCPURunner: @unchecked Sendable {
     /// calling thread: set CPUID, MSRs, LAPIC, sregs, regs, FPU there.
     public convenience init(vm: KVMVM, memory: GuestMemory, vcpuCount: Int, bus: DeviceBus,
                             halt: HaltPolicy, exitPolicy: ExitPolicy = .lenient,
-                            watchpoints: WatchpointMonitor? = nil, log: Log = .default,
+                            watchpoints: WatchpointMonitor? = nil, assist: EmulationAssist? = nil, log: Log = .default,
                             setup: (KVMVCPU) throws -> Void) throws {
         guard vcpuCount >= 1 else { throw KVMError.invalidConfiguration("a VM needs at least one vCPU") }
         try self.init(vm: vm, memory: memory, vcpuIDs: Array(0..<vcpuCount), bus: bus, halt: halt,
-                      exitPolicy: exitPolicy, watchpoints: watchpoints, log: log) { _, vcpu in try setup(vcpu) }
+                      exitPolicy: exitPolicy, watchpoints: watchpoints, assist: assist, log: log) { _, vcpu in try setup(vcpu) }
     }
 
     /// Creates one vCPU per entry of `vcpuIDs` (the KVM vCPU id, i.e. the initial APIC id on
@@ -41,7 +41,7 @@ public final class VCPURunner: @unchecked Sendable {
     /// in order. Index 0 is the BSP; snapshots and diagnostics use the index as "cpu".
     public init(vm: KVMVM, memory: GuestMemory, vcpuIDs: [Int], bus: DeviceBus,
                 halt: HaltPolicy, exitPolicy: ExitPolicy = .lenient,
-                watchpoints: WatchpointMonitor? = nil, log: Log = .default,
+                watchpoints: WatchpointMonitor? = nil, assist: EmulationAssist? = nil, log: Log = .default,
                 setup: (_ index: Int, _ vcpu: KVMVCPU) throws -> Void) throws {
         guard !vcpuIDs.isEmpty else { throw KVMError.invalidConfiguration("a VM needs at least one vCPU") }
         guard Set(vcpuIDs).count == vcpuIDs.count, vcpuIDs.allSatisfy({ $0 >= 0 }) else {
@@ -60,7 +60,7 @@ public final class VCPURunner: @unchecked Sendable {
         core = try RunCore(vm: vm, memory: memory, slots: slots,
                            dispatch: ExitDispatch(bus: bus, policy: exitPolicy, watchpoints: monitor,
                                                   unhandled: unhandled, log: log),
-                           halt: halt, log: log)
+                           halt: halt, assist: assist, log: log)
     }
 
     deinit { core.teardown() }
@@ -90,6 +90,9 @@ public final class VCPURunner: @unchecked Sendable {
 
     /// Port and MMIO accesses no device handled so far (any thread).
     public var unhandledAccesses: UnhandledAccesses { unhandled.snapshot }
+
+    /// Instructions completed for KVM's emulator so far (nil without an `EmulationAssist`).
+    public var emulationAssists: [String: Int]? { core.assist?.completed }
 
     /// Human detail of how the run ended (shutdown reason, fatal diagnostic), once it has.
     public var stopDetail: String? { core.stopDetail }

@@ -173,26 +173,54 @@ public struct CPUIDMask: Sendable, Equatable {
         func clear(_ leaf: UInt32, _ sub: UInt32, _ reg: Int, _ bits: [Int]) {
             c.append(Clear(leaf: leaf, subleaf: sub, register: reg, bits: bits.reduce(0) { $0 | 1 << UInt32($1) }))
         }
-        // Leaf 1 ECX: FMA 12, CX16 13, PCID 17, XSAVE 26, OSXSAVE 27, AVX 28, F16C 29, RDRAND 30.
-        clear(1, 0, 2, [12, 13, 17, 26, 27, 28, 29, 30])
+        // Leaf 1 ECX: PCLMULQDQ 1, SSSE3 9, FMA 12, CX16 13, PCID 17, SSE4.1 19, SSE4.2 20,
+        // MOVBE 22, POPCNT 23, AES 25, XSAVE 26, OSXSAVE 27, AVX 28, F16C 29, RDRAND 30.
+        clear(1, 0, 2, [1, 9, 12, 13, 17, 19, 20, 22, 23, 25, 26, 27, 28, 29, 30])
         // Leaf 7.0 EBX: FSGSBASE 0, BMI1 3, HLE 4, AVX2 5, SMEP 7, BMI2 8, INVPCID 10, RTM 11,
         // MPX 14, AVX512F 16, AVX512DQ 17, RDSEED 18, ADX 19, SMAP 20, AVX512IFMA 21,
-        // AVX512PF 26, AVX512ER 27, AVX512CD 28, SHA 29, AVX512BW 30, AVX512VL 31.
-        clear(7, 0, 1, [0, 3, 4, 5, 7, 8, 10, 11, 14, 16, 17, 18, 19, 20, 21, 26, 27, 28, 29, 30, 31])
+        // CLFLUSHOPT 23, CLWB 24, AVX512PF 26, AVX512ER 27, AVX512CD 28, SHA 29, AVX512BW 30,
+        // AVX512VL 31.
+        clear(7, 0, 1, [0, 3, 4, 5, 7, 8, 10, 11, 14, 16, 17, 18, 19, 20, 21, 23, 24, 26, 27, 28, 29, 30, 31])
         // Leaf 7.0 ECX: AVX512VBMI 1, PKU 3, OSPKE 4, WAITPKG 5, AVX512_VBMI2 6, GFNI 8, VAES 9,
         // VPCLMULQDQ 10, AVX512_VNNI 11, AVX512_BITALG 12, AVX512_VPOPCNTDQ 14, LA57 16.
         clear(7, 0, 2, [1, 3, 4, 5, 6, 8, 9, 10, 11, 12, 14, 16])
-        // Leaf 7.0 EDX: AVX512_4VNNIW 2, AVX512_4FMAPS 3, AVX512_VP2INTERSECT 8, AMX_BF16 22,
-        // AVX512_FP16 23, AMX_TILE 24, AMX_INT8 25.
-        clear(7, 0, 3, [2, 3, 8, 22, 23, 24, 25])
+        // Leaf 7.0 EDX: AVX512_4VNNIW 2, AVX512_4FMAPS 3, AVX512_VP2INTERSECT 8, SERIALIZE 14,
+        // AMX_BF16 22, AVX512_FP16 23, AMX_TILE 24, AMX_INT8 25.
+        clear(7, 0, 3, [2, 3, 8, 14, 22, 23, 24, 25])
         // Leaf 7.1 EAX: AVX_VNNI 4, AVX512_BF16 5, AVX_IFMA 23.
         clear(7, 1, 0, [4, 5, 23])
         // Leaf 0x80000001 ECX: ABM/LZCNT 5, XOP 11, FMA4 16, TBM 21.
         clear(0x8000_0001, 0, 2, [5, 11, 16, 21])
-        return CPUIDMask(name: "emulatedKernelCode", clears: c, zeroedLeaves: [0xd], kernelParameters: [
-            "noxsave", "clearcpuid=cx16,bmi1,bmi2,avx,avx2,avx512f,rdrand,rdseed,pcid,invpcid,fsgsbase,smep,smap,pku",
-        ])
+        return CPUIDMask(name: "emulatedKernelCode", clears: c, zeroedLeaves: [0xd],
+                         kernelParameters: ["noxsave", clearCPUIDParameter(pvmHiddenFeatures), "init_on_alloc=0"])
     }()
+
+    /// The same features for the kernel's `clearcpuid=` (PVM shows the guest the host's feature
+    /// bits whatever KVM_SET_CPUID2 says): `noxsave` already drops AVX and everything built on
+    /// it; these are the rest — every SIMD extension past SSE2 (the emulator has no SSSE3/SSE4/
+    /// AES/CLMUL/SHA arithmetic, and with them the kernel's crypto and CRC code calls
+    /// `kernel_fpu_begin`, whose LDMXCSR the emulator cannot run either), POPCNT
+    /// (`__bitmap_weight` through alternatives), MOVBE, SERIALIZE (sync_core), CLFLUSHOPT/CLWB,
+    /// and the bit-manipulation, RNG and paging features above. Numbers, not names: the kernel
+    /// copies the option into a 128-byte buffer and drops what does not fit (names did not).
+    /// Number = feature word × 32 + bit (word 4: CPUID 1 ECX, 6: 0x80000001 ECX, 9: 7.0 EBX,
+    /// 16: 7.0 ECX, 18: 7.0 EDX).
+    public static let pvmHiddenFeatures: [(name: String, number: Int)] = [
+        ("pclmulqdq", 4 * 32 + 1), ("ssse3", 4 * 32 + 9), ("fma", 4 * 32 + 12), ("cx16", 4 * 32 + 13),
+        ("pcid", 4 * 32 + 17), ("sse4_1", 4 * 32 + 19), ("sse4_2", 4 * 32 + 20), ("movbe", 4 * 32 + 22),
+        ("popcnt", 4 * 32 + 23), ("aes", 4 * 32 + 25), ("avx", 4 * 32 + 28), ("f16c", 4 * 32 + 29),
+        ("rdrand", 4 * 32 + 30), ("abm", 6 * 32 + 5), ("fsgsbase", 9 * 32 + 0), ("bmi1", 9 * 32 + 3),
+        ("smep", 9 * 32 + 7), ("bmi2", 9 * 32 + 8), ("invpcid", 9 * 32 + 10), ("rdseed", 9 * 32 + 18),
+        ("adx", 9 * 32 + 19), ("smap", 9 * 32 + 20), ("clflushopt", 9 * 32 + 23), ("clwb", 9 * 32 + 24),
+        ("sha_ni", 9 * 32 + 29), ("pku", 16 * 32 + 3), ("gfni", 16 * 32 + 8), ("serialize", 18 * 32 + 14),
+    ]
+
+    /// The kernel reads at most 127 characters of `clearcpuid=`'s value.
+    public static let clearCPUIDValueLimit = 127
+
+    static func clearCPUIDParameter(_ features: [(name: String, number: Int)]) -> String {
+        "clearcpuid=" + features.map { String($0.number) }.joined(separator: ",")
+    }
 
     public func apply(to table: [CPUIDEntry]) -> [CPUIDEntry] {
         table.map { e in
