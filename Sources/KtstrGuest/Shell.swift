@@ -53,7 +53,7 @@ enum ShellMode {
         if let c = shell.columns { env.append("COLUMNS=\(c)") }
         let args = shell.command.map { ["-c", $0] } ?? []
         let pid: pid_t
-        switch spawnOnTerminal("/bin/sh", args, env: env) {
+        switch spawnOnTerminal("/bin/sh", args, env: env, controlling: shell.command == nil) {
         case let .success(p): pid = p
         case let .failure(e):
             Sys.writeAll(con, Array("\(e.text)\n\(RunPlan.Shell.endMarker)\n".utf8))
@@ -74,11 +74,14 @@ enum ShellMode {
         return st & 0x7F == 0 ? (st >> 8) & 0xFF : 128 + (st & 0x7F)
     }
 
-    /// posix_spawn in a new session whose controlling terminal is the console (the first tty
-    /// a session leader opens without O_NOCTTY): job control and Ctrl-C work in the shell.
-    static func spawnOnTerminal(_ path: String, _ args: [String], env: [String]) -> Result<pid_t, Sys.SpawnError> {
+    /// posix_spawn in a new session. `controlling` (an interactive shell): the console becomes
+    /// its controlling terminal (the first tty a session leader opens without O_NOCTTY), so job
+    /// control and Ctrl-C work. Not for `-c`: when a controlling terminal's session leader exits,
+    /// the kernel hangs the terminal up and drops output still queued for the UART, so a
+    /// command's last bytes could vanish; without one, they stay queued ahead of the end marker.
+    static func spawnOnTerminal(_ path: String, _ args: [String], env: [String], controlling: Bool) -> Result<pid_t, Sys.SpawnError> {
         Sys.spawn(path, args, env: env, newSession: true) { actions in
-            posix_spawn_file_actions_addopen(&actions, 0, console, O_RDWR, 0)
+            posix_spawn_file_actions_addopen(&actions, 0, console, O_RDWR | (controlling ? 0 : O_NOCTTY), 0)
             posix_spawn_file_actions_adddup2(&actions, 0, 1)
             posix_spawn_file_actions_adddup2(&actions, 0, 2)
         }
