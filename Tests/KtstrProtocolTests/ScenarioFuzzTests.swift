@@ -20,6 +20,9 @@ import Testing
 
     @Test func scenarioMutants() {
         let seeds = [ScenarioTests.full.encoded(), ScenarioTests.plan(ScenarioTests.full).encodedText]
+        // The mutants start from valid inputs (else every one would be rejected and test nothing).
+        #expect((try? Scenario.decode(Array(seeds[0].utf8)).get()) != nil)
+        #expect((try? RunPlan.decode(Array(seeds[1].utf8)).get())?.scenario != nil)
         ProtocolFuzzTests.timed("scenario", inputs: seeds.count * Fuzz.iterations) {
             var problems: [String] = []
             for (k, seed) in seeds.enumerated() {
@@ -39,8 +42,12 @@ import Testing
         }
     }
 
-    @Test func reportMutants() {
+    @Test func reportMutants() throws {
         let seed = Array(AgentMessage.scenario(ScenarioTests.report).line().utf8)
+        let parsed = try #require(AgentMessage.parse(Substring(String(decoding: seed, as: UTF8.self))))
+        var isReport = false
+        if case .scenario = parsed { isReport = true }
+        #expect(isReport, "the seed parses as \(parsed), not a scenario report")
         ProtocolFuzzTests.timed("scenario report") {
             Fuzz.run("report", seed: seed, baseSeed: 0x5E9_0000) { b in
                 guard let m = AgentMessage.parse(Substring(String(decoding: b, as: UTF8.self))) else { return nil }

@@ -29,8 +29,7 @@ struct BootSnapshotTests {
         return (KtstrSettings(environment: env), marker)
     }
 
-    static func remove(snapshot key: String?) {
-        guard let key else { return }
+    static func remove(snapshot key: String) {
         let root = SnapshotCache.root()
         try? FileManager.default.removeItem(atPath: root + "/" + key)
         unlink(root + "/" + key + ".lock")
@@ -98,7 +97,7 @@ struct BootSnapshotTests {
     @Test func aChangedCommandLineMakesANewSnapshot() async throws {
         let (settings, marker) = Self.settingsWithOwnSnapshot()
         let o = try await Self.idleRun(settings)
-        defer { Self.remove(snapshot: o.snapshot?.key) }
+        defer { o.snapshot?.key.map { Self.remove(snapshot: $0) } }
         let s = try #require(o.snapshot)
         #expect(s.built && s.restored, "\(s)")
         let defaultKey = try Self.keyOf(Self.configuration()), ownKey = try Self.keyOf(Self.configuration(settings))
